@@ -1,0 +1,47 @@
+"""Model registry: `config.model.name` plus keyword fields -> a Flax module."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+
+from cnnjax.models.resnet import resnet18, resnet34, resnet50
+from cnnjax.models.simple_cnn import SimpleCNN
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "simple_cnn": SimpleCNN,
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "resnet50": resnet50,
+}
+
+
+def get_model(model_config: Mapping[str, Any], *, num_classes: int | None = None) -> nn.Module:
+    """Builds `model_config.name` with the other fields as keyword arguments.
+
+    `num_classes`, when given (the data knows it), overrides the config's value.
+    Unknown names or fields raise a ValueError naming the valid choices.
+    """
+    fields = dict(model_config)
+    name = fields.pop("name")
+    if name not in MODELS:
+        raise ValueError(f"config.model.name={name!r} is not a model; choose one of "
+                         f"{sorted(MODELS)}.")
+    if num_classes is not None:
+        fields["num_classes"] = num_classes
+    constructor = MODELS[name]
+    accepted = _accepted_fields(constructor)
+    unknown = sorted(set(fields) - accepted)
+    if unknown:
+        raise ValueError(f"config.model.{unknown[0]} is not a field of model {name!r}; its "
+                         f"fields are {sorted(accepted)}.")
+    return constructor(**fields)
+
+
+def _accepted_fields(constructor: Callable[..., nn.Module]) -> set[str]:
+    if isinstance(constructor, type) and issubclass(constructor, nn.Module):
+        return {f for f in constructor.__dataclass_fields__ if f not in ("parent", "name")}
+    params = inspect.signature(constructor).parameters
+    return {p for p in params if p != "kwargs"} | {"dtype"}

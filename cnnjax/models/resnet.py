@@ -1,0 +1,105 @@
+"""ResNet-18/34/50 in torchvision's layout, so torchvision weights map onto it by name.
+
+Flax module paths follow torchvision's state-dict keys with every `<name>.<index>` pair
+joined by an underscore: `layer2.0.downsample.1.running_mean` is
+`batch_stats['layer2_0']['downsample_1']['mean']`; `conv1.weight` (OIHW) is
+`params['conv1']['kernel']` (HWIO); BN `weight`/`bias` are `scale`/`bias`; `fc.weight` is
+`params['fc']['kernel']` transposed.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cnnjax.models.layers import (Dtype, global_avg_pool, torch_batch_norm, torch_conv,
+                                  torch_dense)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs (ResNet-18/34); stride on the first."""
+    features: int
+    stride: int = 1
+    dtype: Dtype = jnp.float32
+    expansion = 1
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        out = torch_conv(self.features, 3, self.stride, dtype=self.dtype, name="conv1")(x)
+        out = nn.relu(torch_batch_norm(train, name="bn1")(out))
+        out = torch_conv(self.features, 3, dtype=self.dtype, name="conv2")(out)
+        out = torch_batch_norm(train, name="bn2")(out)
+        return nn.relu(out + _shortcut(self, x, train))
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (carrying the stride, torchvision's "v1.5"), 1x1 expand by 4."""
+    features: int
+    stride: int = 1
+    dtype: Dtype = jnp.float32
+    expansion = 4
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        out = torch_conv(self.features, 1, dtype=self.dtype, name="conv1")(x)
+        out = nn.relu(torch_batch_norm(train, name="bn1")(out))
+        out = torch_conv(self.features, 3, self.stride, dtype=self.dtype, name="conv2")(out)
+        out = nn.relu(torch_batch_norm(train, name="bn2")(out))
+        out = torch_conv(self.features * 4, 1, dtype=self.dtype, name="conv3")(out)
+        out = torch_batch_norm(train, name="bn3")(out)
+        return nn.relu(out + _shortcut(self, x, train))
+
+
+def _shortcut(block: BasicBlock | Bottleneck, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    """Identity, or torchvision's `downsample` (1x1 conv + BN) when the shape changes."""
+    out_features = block.features * block.expansion
+    if block.stride == 1 and x.shape[-1] == out_features:
+        return x
+    x = torch_conv(out_features, 1, block.stride, padding=0, dtype=block.dtype,
+                   name="downsample_0")(x)
+    return torch_batch_norm(train, name="downsample_1")(x)
+
+
+class ResNet(nn.Module):
+    """torchvision's ResNet: 7x7/2 stem, 3x3/2 max pool, four stages, average pool, `fc`.
+
+    `in_channels` documents the expected input (1 for spectrograms, 3 for RGB); Flax infers
+    the stem's kernel shape from the input it is initialised with. Stage outputs are sown
+    into the `intermediates` collection (`layer1` .. `layer4`) for parity checks and
+    feature extraction.
+    """
+    stage_sizes: Sequence[int]
+    block: str = "basic"  # 'basic' or 'bottleneck'
+    num_classes: int = 1000
+    in_channels: int = 3
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
+        x = torch_conv(64, 7, 2, padding=3, dtype=self.dtype, name="conv1")(x)
+        x = nn.relu(torch_batch_norm(train, name="bn1")(x))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        for stage, num_blocks in enumerate(self.stage_sizes):
+            features = 64 * 2**stage
+            for index in range(num_blocks):
+                stride = 2 if stage > 0 and index == 0 else 1
+                x = block_cls(features, stride, dtype=self.dtype,
+                              name=f"layer{stage + 1}_{index}")(x, train)
+            self.sow("intermediates", f"layer{stage + 1}", x)
+        x = global_avg_pool(x)
+        return torch_dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+
+
+def resnet18(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> ResNet:
+    return ResNet((2, 2, 2, 2), "basic", num_classes, in_channels, **kwargs)
+
+
+def resnet34(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> ResNet:
+    return ResNet((3, 4, 6, 3), "basic", num_classes, in_channels, **kwargs)
+
+
+def resnet50(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> ResNet:
+    return ResNet((3, 4, 6, 3), "bottleneck", num_classes, in_channels, **kwargs)

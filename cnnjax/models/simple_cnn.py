@@ -1,0 +1,45 @@
+"""The classic Keras tutorial CNN: conv-ReLU-pool blocks, then dense layers."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cnnjax.models.layers import (POOLS_2X2, Dtype, flatten, global_avg_pool, torch_batch_norm,
+                                  torch_dense)
+
+HEAD_POOLS = {"flatten": flatten, "gap": global_avg_pool}
+
+
+class SimpleCNN(nn.Module):
+    """`len(widths)` x (3x3 'valid' conv + [BN] + ReLU + 2x2 pool), `head_pool`, dense layers.
+
+    Defaults are the Keras tutorial's network: widths 32/64/128, max pooling, flatten,
+    dense 128 and 512 with ReLU, then the output layer.
+    """
+    num_classes: int
+    widths: Sequence[int] = (32, 64, 128)
+    pool: str = "max"  # 'max' | 'avg' | 'min'
+    head_pool: str = "flatten"  # 'flatten' | 'gap'
+    dense: Sequence[int] = (128, 512)
+    batch_norm: bool = False
+    dropout: float = 0.0
+    in_channels: int = 3
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        pool = POOLS_2X2[self.pool]
+        for i, width in enumerate(self.widths):
+            x = nn.Conv(width, (3, 3), padding="VALID", use_bias=not self.batch_norm,
+                        dtype=self.dtype, name=f"conv{i + 1}")(x)
+            if self.batch_norm:
+                x = torch_batch_norm(train, name=f"bn{i + 1}")(x)
+            x = pool(nn.relu(x))
+        x = HEAD_POOLS[self.head_pool](x)
+        for i, width in enumerate(self.dense):
+            x = nn.relu(torch_dense(width, dtype=self.dtype, name=f"dense{i + 1}")(x))
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return torch_dense(self.num_classes, dtype=self.dtype, name="output")(x)

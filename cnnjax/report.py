@@ -1,0 +1,186 @@
+"""Writing run results to disk: JSON files, JSON-lines logs, PNG plots and text summaries.
+
+Figures are drawn on ``matplotlib.figure.Figure`` objects directly rather than
+through ``pyplot``, so plotting works on machines without a display, does not
+change the process-wide backend, and never leaves figures open in pyplot's
+global registry during a long training run.
+"""
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from numpy.typing import ArrayLike
+
+# Above this many classes, per-cell counts are unreadable and slow to draw, so
+# the confusion matrix plot shows colour only.
+MAX_ANNOTATED_CLASSES = 30
+
+
+def _to_json(value: Any) -> Any:
+    """Let ``json`` serialise numpy/JAX scalars and arrays, which turn up in metric records."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically.
+
+    The data goes to a temporary file in the same directory which then replaces
+    ``path``, so a crash mid-write never leaves a truncated file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, default=_to_json)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append ``record`` as one JSON line.
+
+    The file is opened and closed on every call, so each line reaches the file
+    immediately and a log survives the process being killed between epochs.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, default=_to_json)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read every record written by ``append_jsonl``, skipping blank lines."""
+    with Path(path).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _save_png(fig: Figure, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+
+
+def plot_confusion_matrix(
+    confusion: ArrayLike,
+    class_names: Sequence[str],
+    path: str | os.PathLike,
+    title: str = "Confusion matrix",
+) -> None:
+    """Save a confusion-matrix heat map as PNG: true class on y, predicted class on x."""
+    matrix = np.asarray(confusion)
+    n = len(class_names)
+    if matrix.shape != (n, n):
+        raise ValueError(f"Got {n} class names for a confusion matrix of shape {matrix.shape}.")
+
+    side = min(max(4.0, 0.6 * n + 2.0), 20.0)
+    fig = Figure(figsize=(side + 1.0, side), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(matrix, cmap="Blues", vmin=0)
+    colorbar = fig.colorbar(image, ax=ax, shrink=0.8)
+    colorbar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+    ax.set_title(title)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    ax.set_xticks(range(n), labels=class_names, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(n), labels=class_names)
+
+    if n <= MAX_ANNOTATED_CLASSES:
+        threshold = matrix.max() / 2 if matrix.size else 0
+        for i in range(n):
+            for j in range(n):
+                count = int(matrix[i, j])
+                color = "white" if count > threshold else "black"
+                ax.text(j, i, str(count), ha="center", va="center", color=color)
+
+    _save_png(fig, path)
+
+
+_PANELS = (
+    ("Loss", (("train_loss", "train"), ("val_loss", "validation"))),
+    ("Accuracy", (("train_accuracy", "train"), ("val_accuracy", "validation"))),
+)
+
+
+def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
+    """Save loss and accuracy curves by epoch as a two-panel PNG.
+
+    Each record may lack any of the keys (validation may run only every few
+    epochs, for example); each series is drawn from the records that have it.
+    Records without ``epoch`` are placed by their 1-based position.
+    """
+    fig = Figure(figsize=(11.0, 4.0), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, (panel_title, series) in zip(axes, _PANELS):
+        plotted = False
+        for key, label in series:
+            points = [
+                (record.get("epoch", position), record[key])
+                for position, record in enumerate(history, start=1)
+                if record.get(key) is not None
+            ]
+            if points:
+                epochs, values = zip(*points)
+                ax.plot(epochs, values, marker="o", markersize=3, label=label)
+                plotted = True
+        ax.set_title(panel_title)
+        ax.set_xlabel("Epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if plotted:
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+
+    _save_png(fig, path)
+
+
+def format_summary(report: dict[str, Any], *, title: str = "Validation") -> str:
+    """Render a ``classification_report`` dict as a short plain-text block for logs and consoles."""
+    names = [str(name) for name in report["class_names"]]
+    name_width = max([len("class"), *map(len, names)])
+
+    lines = [
+        f"{title} ({report['num_examples']} examples)",
+        f"  accuracy           {report['accuracy']:.4f}",
+        f"  error rate         {report['error_rate']:.4f}",
+        f"  balanced accuracy  {report['balanced_accuracy']:.4f}",
+        f"  macro-F1           {report['macro_f1']:.4f}",
+        "",
+        f"  {'class':<{name_width}}  precision  recall      f1  support",
+    ]
+    for name in names:
+        stats = report["per_class"][name]
+        lines.append(
+            f"  {name:<{name_width}}  {stats['precision']:9.4f}  {stats['recall']:6.4f}"
+            f"  {stats['f1']:6.4f}  {stats['support']:7d}"
+        )
+
+    matrix = report["confusion_matrix"]
+    cell_width = max([*map(len, names), *(len(str(c)) for row in matrix for c in row)])
+    lines += [
+        "",
+        "  confusion matrix (rows: true, columns: predicted)",
+        f"  {'':<{name_width}}  " + " ".join(f"{name:>{cell_width}}" for name in names),
+    ]
+    for name, row in zip(names, matrix):
+        lines.append(
+            f"  {name:<{name_width}}  " + " ".join(f"{count:>{cell_width}d}" for count in row)
+        )
+    return "\n".join(lines)

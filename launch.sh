@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# cnnjax launcher.
+#   ./launch.sh [absl flags...]        train/evaluate: python -m cnnjax.main with those flags
+#   ./launch.sh test [pytest args...]  run the test suite
+# The interpreter is $CNNJAX_PYTHON, else `python3`. If it cannot import cnnjax, a virtual
+# environment is made in <repo>/.venv with `pip install -e .[test]` and reused afterwards
+# (reinstalled when pyproject.toml changes).
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+venv="$repo/.venv"
+stamp="$venv/.cnnjax-installed"
+base_python="${CNNJAX_PYTHON:-python3}"
+
+can_import_cnnjax() {  # run from / so the source tree on the cwd does not count as installed
+  (cd / && "$1" -c 'import cnnjax' >/dev/null 2>&1)
+}
+
+pyproject_hash() {
+  sha256sum "$repo/pyproject.toml" | cut -c1-16
+}
+
+ensure_venv() {
+  if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$(pyproject_hash)" ]]; then
+    return
+  fi
+  echo "cnnjax: setting up $venv with $("$base_python" --version 2>&1) (pip install -e .[test]; about a minute, once)" >&2
+  [[ -x "$venv/bin/python" ]] || "$base_python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
+  "$venv/bin/python" -m pip install --quiet -e "$repo[test]" >&2
+  pyproject_hash > "$stamp"
+}
+
+if [[ -z "${CNNJAX_PYTHON:-}" && -x "$venv/bin/python" ]] || ! can_import_cnnjax "$base_python"; then
+  ensure_venv
+  python="$venv/bin/python"
+else
+  python="$base_python"
+fi
+
+# Compiled XLA programs are cached across launches (the second launch skips most compile time).
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cnnjax/jax_cache}"
+
+if [[ "${1:-}" == "test" ]]; then
+  shift
+  cd "$repo"
+  exec "$python" -m pytest "$@"
+fi
+exec "$python" -m cnnjax.main "$@"
