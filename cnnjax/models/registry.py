@@ -7,6 +7,8 @@ from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 
+from cnnjax.errors import ConfigError
+
 from cnnjax.models.resnet import resnet18, resnet34, resnet50
 from cnnjax.models.simple_cnn import SimpleCNN
 
@@ -22,12 +24,12 @@ def get_model(model_config: Mapping[str, Any], *, num_classes: int | None = None
     """Builds `model_config.name` with the other fields as keyword arguments.
 
     `num_classes`, when given (the data knows it), overrides the config's value.
-    Unknown names or fields raise a ValueError naming the valid choices.
+    Unknown names or fields raise a ConfigError naming the valid choices.
     """
     fields = dict(model_config)
     name = fields.pop("name")
     if name not in MODELS:
-        raise ValueError(f"config.model.name={name!r} is not a model; choose one of "
+        raise ConfigError(f"config.model.name={name!r} is not a model; choose one of "
                          f"{sorted(MODELS)}.")
     if num_classes is not None:
         fields["num_classes"] = num_classes
@@ -35,7 +37,7 @@ def get_model(model_config: Mapping[str, Any], *, num_classes: int | None = None
     accepted = _accepted_fields(constructor)
     unknown = sorted(set(fields) - accepted)
     if unknown:
-        raise ValueError(f"config.model.{unknown[0]} is not a field of model {name!r}; its "
+        raise ConfigError(f"config.model.{unknown[0]} is not a field of model {name!r}; its "
                          f"fields are {sorted(accepted)}.")
     return constructor(**fields)
 

@@ -1,0 +1,49 @@
+"""Checks of an experiment config that fail early with one sentence naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnjax.data.datasets import SOURCES
+from cnnjax.data.pascal import SUBSETS
+from cnnjax.errors import ConfigError
+from cnnjax.models.registry import MODELS
+from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
+
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "data.name": tuple(SOURCES),
+    "data.subset": SUBSETS,
+    "data.channels": (1, 3),
+    "model.name": tuple(MODELS),
+    "optimizer.name": OPTIMIZERS,
+    "optimizer.schedule": SCHEDULES,
+}
+POSITIVE = ("num_epochs", "batch_size", "eval_batch_size", "optimizer.learning_rate",
+            "audio.sample_rate", "audio.hop_length", "audio.n_mels", "data.crop_seconds")
+FRACTIONS = ("data.val_fraction", "optimizer.warmup_fraction")
+
+
+def lookup(config: Any, dotted: str) -> Any:
+    value = config
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def validate_config(config: Any) -> None:
+    """Raises ConfigError for the first field outside its valid values."""
+    for field, choices in CHOICES.items():
+        value = lookup(config, field)
+        if value not in choices:
+            raise ConfigError(f"config.{field}={value!r} is not valid; choose one of "
+                              f"{list(choices)}.")
+    for field in POSITIVE:
+        if not lookup(config, field) > 0:
+            raise ConfigError(f"config.{field}={lookup(config, field)!r} must be positive.")
+    for field in FRACTIONS:
+        value = lookup(config, field)
+        if not 0 <= value < 1:
+            raise ConfigError(f"config.{field}={value!r} must lie in [0, 1).")
+    if config.model.get("in_channels", config.data.channels) != config.data.channels:
+        raise ConfigError(f"config.model.in_channels={config.model.in_channels} differs from "
+                          f"config.data.channels={config.data.channels}; make them equal.")

@@ -1,0 +1,111 @@
+"""Command line: `python -m cnnjax.main --config=experiments/<name>.py [--config.<field>=value]`.
+
+Modes: `train` (default; resumes from the workdir's newest checkpoint) and `eval` (evaluates
+the newest checkpoint). Mistakes a user can make end in one line on stderr: exit code 2 for a
+bad flag, config file or config value, 1 for missing or malformed data.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from cnnjax.errors import CnnjaxError, ConfigError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "heartbeat_synthetic.py"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"cnnjax: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def _define_flags() -> None:
+    config_flags.DEFINE_config_file(
+        "config", str(DEFAULT_CONFIG), "Experiment config file (ml_collections get_config()); "
+        "override any field with --config.<field>=value.", lock_config=True)
+    flags.DEFINE_string(
+        "workdir", None, "Where checkpoints, metrics and plots go (default: runs/<config name>).")
+    flags.DEFINE_enum("mode", "train", ["train", "eval"],
+                      "train: train and evaluate, resuming if the workdir has a checkpoint; "
+                      "eval: evaluate the workdir's newest checkpoint.")
+
+
+def _config_path(argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return str(DEFAULT_CONFIG)
+
+
+def _unknown_field(argv: list[str]) -> str:
+    """Names the first `--config.<field>` override that the config file does not have."""
+    path = _config_path(argv)
+    try:
+        config = runpy.run_path(path)["get_config"]()
+    except Exception as error:  # the file itself is broken: say that instead
+        return f"cannot load config file {path}: {error}"
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        parts = arg[len("--config."):].split("=", 1)[0].split(".")
+        node, prefix = config, "config"
+        for part in parts:
+            if not hasattr(node, "keys") or part not in node:
+                fields = sorted(node.keys()) if hasattr(node, "keys") else []
+                return (f"{prefix}.{part} is not a field of {path}; the fields of {prefix} are "
+                        f"{fields}.")
+            node, prefix = node[part], f"{prefix}.{part}"
+    return f"cannot apply the --config overrides {argv[1:]} to {path}."
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """Defines and parses the flags; any flag, config file or override error is one line and
+    exit code 2. (config_flags reads the overrides while the flag is defined.)"""
+    try:
+        _define_flags()
+        remaining = flags.FLAGS(argv)
+        flags.FLAGS["config"].value.keys()  # loads the file now, to report a broken one here
+        return remaining
+    except (AttributeError, KeyError):
+        _fail(_unknown_field(argv), 2)
+    except (flags.Error, OSError) as error:
+        _fail(" ".join(str(error).split()), 2)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}; flags look like --name=value.", 2)
+    if not flags.FLAGS["verbosity"].present:
+        # Library INFO logs (orbax writes a dozen lines per checkpoint) drown the progress
+        # bar; --verbosity=0 brings them back.
+        logging.set_verbosity(logging.WARNING)
+    from cnnjax.train.loop import evaluate_checkpoint, train_and_evaluate
+
+    config = flags.FLAGS["config"].value
+    workdir = flags.FLAGS.workdir or Path("runs") / Path(
+        config_flags.get_config_filename(flags.FLAGS["config"])).stem
+    try:
+        if flags.FLAGS.mode == "train":
+            train_and_evaluate(config, workdir)
+        else:
+            evaluate_checkpoint(config, workdir)
+    except ConfigError as error:
+        _fail(str(error), 2)
+    except CnnjaxError as error:
+        _fail(str(error), 1)
+
+
+def run() -> None:
+    app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    run()
