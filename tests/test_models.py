@@ -1,0 +1,88 @@
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnnjax.errors import ConfigError
+from cnnjax.models import SimpleCNN, get_model, resnet18, resnet34, resnet50
+from cnnjax.models.layers import avg_pool_2x2, max_pool_2x2, min_pool_2x2
+
+
+def param_count(tree) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def abstract_init(model, shape):
+    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape)))
+
+
+@pytest.mark.parametrize("constructor, expected", [
+    (resnet18, 11_689_512), (resnet34, 21_797_672), (resnet50, 25_557_032)])
+def test_resnet_parameter_counts_match_torchvision(constructor, expected):
+    variables = abstract_init(constructor(num_classes=1000), (1, 224, 224, 3))
+    assert param_count(variables["params"]) == expected
+
+
+@pytest.mark.parametrize("constructor", [resnet18, resnet34, resnet50])
+def test_resnet_output_and_stage_shapes(constructor):
+    model = constructor(num_classes=5, in_channels=1)
+    x = jnp.zeros((2, 64, 96, 1))
+    variables = abstract_init(model, x.shape)
+    logits, state = jax.eval_shape(
+        lambda v: model.apply(v, x, mutable=["intermediates"]), variables)
+    assert logits.shape == (2, 5)
+    widths = (64, 128, 256, 512) if constructor is not resnet50 else (256, 512, 1024, 2048)
+    for stage, width in enumerate(widths):
+        (feature,) = state["intermediates"][f"layer{stage + 1}"]
+        assert feature.shape == (2, 16 // 2**stage, 24 // 2**stage, width)
+
+
+def test_simple_cnn_is_the_keras_tutorial_network():
+    # Hand count for 150x150x3 and one output: convs 896 + 18,496 + 73,856; after three
+    # valid-conv + pool blocks 17x17x128 = 36,992 features; dense 4,735,104 + 66,048 + 513.
+    model = SimpleCNN(num_classes=1)
+    variables = abstract_init(model, (1, 150, 150, 3))
+    assert param_count(variables["params"]) == 896 + 18_496 + 73_856 + 4_735_104 + 66_048 + 513
+    logits = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((4, 150, 150, 3))), variables)
+    assert logits.shape == (4, 1)
+
+
+def test_simple_cnn_global_average_head_drops_the_spatial_size():
+    model = SimpleCNN(num_classes=3, head_pool="gap", dense=(), widths=(8, 16))
+    variables = abstract_init(model, (1, 40, 40, 1))
+    # conv 8: 80, conv 16: 1,168, output 16*3+3.
+    assert param_count(variables["params"]) == 80 + 1_168 + 51
+
+
+def test_pools_against_hand_computed_values():
+    x = jnp.array([[1., 5., -2., 0., 9.],
+                   [3., -4., 7., 1., 9.],
+                   [2., 2., 2., 2., 9.]])[None, :, :, None]  # odd sizes: floor mode drops edges
+    assert max_pool_2x2(x)[0, :, :, 0].tolist() == [[5., 7.]]
+    assert min_pool_2x2(x)[0, :, :, 0].tolist() == [[-4., -2.]]
+    assert avg_pool_2x2(x)[0, :, :, 0].tolist() == [[1.25, 1.5]]
+
+
+def test_batch_norm_statistics_update_in_train_mode_only():
+    model = SimpleCNN(num_classes=3, widths=(8,), dense=(), batch_norm=True, in_channels=1)
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 12, 12, 1)) * 3 + 2
+    variables = model.init(jax.random.PRNGKey(0), x)
+    _, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    # torch's momentum 0.1: running_mean = 0.9 * running_mean + 0.1 * batch mean of conv1.
+    conv1 = nn.Conv(8, (3, 3), padding="VALID", use_bias=False).apply(
+        {"params": variables["params"]["conv1"]}, x)
+    np.testing.assert_allclose(updated["batch_stats"]["bn1"]["mean"],
+                               0.1 * conv1.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+    _, eval_updates = model.apply(variables, x, train=False, mutable=["batch_stats"])
+    jax.tree.map(np.testing.assert_array_equal, eval_updates["batch_stats"],
+                 variables["batch_stats"])
+
+
+def test_get_model_builds_from_config_and_names_bad_fields():
+    model = get_model({"name": "simple_cnn", "widths": (4,), "dense": ()}, num_classes=2)
+    assert isinstance(model, SimpleCNN) and model.num_classes == 2
+    with pytest.raises(ConfigError, match="resnet18"):
+        get_model({"name": "resnet19"})
+    with pytest.raises(ConfigError, match="config.model.depth"):
+        get_model({"name": "resnet18", "depth": 3})
