@@ -1,0 +1,76 @@
+"""The command line end to end, in real subprocesses."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+TINY = ["--config.num_epochs=2", "--config.batch_size=4", "--config.eval_batch_size=8",
+        "--config.data.image_size=(32,32)", "--config.data.crop_seconds=1.0",
+        "--config.data.synthetic.num_per_class=(('normal',8),('murmur',6),('extrastole',6))",
+        "--config.model.name=resnet18"]
+
+
+def run_main(*args, data_dir, timeout=300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CNNJAX_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "cnnjax.main", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_default_experiment_with_tiny_overrides_writes_every_output(tmp_path):
+    workdir = tmp_path / "run"
+    result = run_main(f"--workdir={workdir}", *TINY, data_dir=tmp_path / "data")
+    assert result.returncode == 0, result.stderr
+    for name in ("config.json", "metrics.jsonl", "report.json", "confusion_matrix.png",
+                 "curves.png"):
+        assert (workdir / name).stat().st_size > 0, name
+    epochs = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_error_rate"} <= \
+        set(epochs[0])
+    report = json.loads((workdir / "report.json").read_text())
+    assert report["class_names"] == ["extrastole", "murmur", "normal"]
+    assert sum(map(sum, report["confusion_matrix"])) == report["num_examples"] == 6
+    assert report["accuracy"] == pytest.approx(epochs[-1]["val_accuracy"])
+    assert "balanced accuracy" in result.stdout and "confusion matrix" in result.stdout
+    assert json.loads((workdir / "config.json").read_text())["num_epochs"] == 2
+
+    # The same command again finds the finished run and does not train it twice.
+    again = run_main(f"--workdir={workdir}", *TINY, data_dir=tmp_path / "data")
+    assert again.returncode == 0, again.stderr
+    assert "resuming from the checkpoint at step 6 (epoch 2 done)" in again.stderr
+    assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 2
+
+    evaluated = run_main(f"--workdir={workdir}", "--mode=eval", *TINY,
+                         data_dir=tmp_path / "data")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads((workdir / "report.json").read_text())["confusion_matrix"] == \
+        report["confusion_matrix"]
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--config.num_epoch=3", "config.num_epoch is not a field"),
+    ("--config.optimizer.momentum=0.9", "config.optimizer.momentum is not a field"),
+    ("--config.optimizer.schedule=linear", "choose one of ['constant', 'cosine', 'one_cycle']"),
+    ("--config.batch_size=many", "--config.batch_size=many"),
+    ("--mode=predict", "--mode=predict"),
+])
+def test_bad_config_or_flag_exits_2_with_one_clear_line(tmp_path, flag, message):
+    result = run_main(f"--workdir={tmp_path / 'run'}", flag, data_dir=tmp_path / "data",
+                      timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cnnjax: error:"), result.stderr
+    assert message in lines[0]
+
+
+def test_eval_without_a_checkpoint_says_to_train_first(tmp_path):
+    result = run_main(f"--workdir={tmp_path / 'empty'}", "--mode=eval", *TINY,
+                      data_dir=tmp_path / "data", timeout=120)
+    assert result.returncode == 1
+    assert "holds no checkpoint: train first" in result.stderr
