@@ -6,6 +6,7 @@ from typing import Any
 
 from cnnjax.data.datasets import SOURCES
 from cnnjax.data.pascal import SUBSETS
+from cnnjax.data.pipeline import NORMALIZATIONS
 from cnnjax.errors import ConfigError
 from cnnjax.models.registry import MODELS
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
@@ -14,6 +15,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "data.name": tuple(SOURCES),
     "data.subset": SUBSETS,
     "data.channels": (1, 3),
+    "data.normalization": NORMALIZATIONS,
     "model.name": tuple(MODELS),
     "optimizer.name": OPTIMIZERS,
     "optimizer.schedule": SCHEDULES,

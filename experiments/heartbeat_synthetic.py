@@ -25,19 +25,37 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_batch_size = 64
 
     config.data = ml_collections.ConfigDict()
-    config.data.name = "synthetic_heartbeat"  # or 'pascal_heartbeat'
-    config.data.manual_dir = ""  # pascal_heartbeat: folder with set_a/, set_b/ and their CSVs
-    config.data.subset = "set_b"
-    config.data.data_dir = ""  # where the synthetic set is written; '' = $CNNJAX_DATA_DIR or ~/.cache/cnnjax/data
+    config.data.name = "synthetic_heartbeat"  # | 'pascal_heartbeat' | 'audio_folder'
+    config.data.manual_dir = ""  # pascal_heartbeat: set_a/, set_b/ and their CSVs; audio_folder: your recordings
+    config.data.subset = "set_b"  # pascal_heartbeat: 'set_a' | 'set_b'
+    config.data.csv = ""  # audio_folder: a CSV (path,label[,group]) inside manual_dir; '' = one sub-folder per class
+    config.data.classes = ()  # audio_folder: fixed class list; () = every label found
+    config.data.data_dir = ""  # builds, features, synthetic set; '' = $CNNJAX_DATA_DIR or ~/.cache/cnnjax/data
+    config.data.max_seconds = 600.0  # longer recordings are cut (and counted) when building
+    config.data.feature_cache = True
+    config.data.workers = 0  # grain worker processes for the training pipeline
     config.data.synthetic = ml_collections.ConfigDict()
     config.data.synthetic.num_per_class = (("normal", 160), ("murmur", 80), ("extrastole", 60))
     config.data.synthetic.sample_rate = 4000
     config.data.synthetic.seed = 0
     config.data.val_fraction = 0.3
     config.data.split_seed = 0
+    config.data.grouped = False  # keep each group (patient) on one side of the split
+    config.data.num_folds = 0  # >= 2: validate on fold `fold` of `num_folds` (stratified)
+    config.data.fold = 0
     config.data.crop_seconds = 4.0
     config.data.image_size = (128, 128)
     config.data.channels = 1
+    config.data.normalization = "db"  # 'db' (~[-1, 1]) | 'imagenet' (mean/std, for pretrained)
+
+    config.augment = ml_collections.ConfigDict()
+    config.augment.random_crop = True  # random window per epoch (centre when False)
+    config.augment.gain_db = 0.0
+    config.augment.freq_masks = 0  # SpecAugment
+    config.augment.freq_mask_width = 16
+    config.augment.time_masks = 0
+    config.augment.time_mask_width = 16
+    config.augment.mixup_alpha = 0.0
 
     config.audio = ml_collections.ConfigDict()
     config.audio.sample_rate = 4000

@@ -8,7 +8,8 @@ from pathlib import Path
 import librosa
 import numpy as np
 import scipy.ndimage
-import soundfile as sf
+
+from cnnjax.audio.io import read_audio
 
 
 @dataclass(frozen=True)
@@ -23,13 +24,18 @@ class MelSettings:
     top_db: float = 80.0
 
 
-def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 samples at `sample_rate`: any format soundfile reads, any input rate."""
-    samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    samples = samples.mean(axis=1)
+def resample(samples: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
+    """float32 samples at `sample_rate` (librosa's default soxr high-quality resampler)."""
     if rate != sample_rate:
         samples = librosa.resample(samples, orig_sr=rate, target_sr=sample_rate)
     return samples.astype(np.float32)
+
+
+def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Mono float32 samples at `sample_rate`: any format soundfile reads, any input rate.
+    Bad files raise `cnnjax.audio.io.AudioError`."""
+    samples, rate = read_audio(path)
+    return resample(samples, rate, sample_rate)
 
 
 def log_mel(samples: np.ndarray, settings: MelSettings = MelSettings()) -> np.ndarray:

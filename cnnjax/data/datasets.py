@@ -1,57 +1,142 @@
-"""`get_datasets(config)`: the one entry point the trainer uses for batches and class names."""
+"""`get_datasets(config)`: the one entry point the trainer uses for batches and class names.
+
+Recordings go through a TFDS builder once (array_record files in the data directory), are
+read back with `tfds.data_source`, turned into log-mel spectrograms (cached on disk by
+recording and settings), split by `config.data` and served by the grain pipeline.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from cnnjax.audio.features import MelSettings
-from cnnjax.audio.synth import SynthSettings, write_dataset
-from cnnjax.data.pascal import Recording, read_index
-from cnnjax.data.spectrograms import Batch, SpectrogramImages, spectrograms_of
-from cnnjax.data.splits import stratified_split
+from cnnjax.audio.features import MelSettings, log_mel, resample
+from cnnjax.audio.synth import SynthSettings, default_data_root, write_dataset
+from cnnjax.data.builders import AudioFolder, PascalHeartbeat, build
+from cnnjax.data.feature_cache import FeatureCache
+from cnnjax.data.index import Index, audio_folder_index, pascal_index
+from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
+                                  eval_batches, train_loader)
+from cnnjax.data.splits import split_indices
 from cnnjax.errors import ConfigError, DataError
 
+Batch = dict[str, np.ndarray]
 
-def _synthetic_recordings(data: Any) -> list[Recording]:
-    """Writes the synthetic set once (PASCAL set_b layout) and reads it like the real one."""
+
+def _synthetic(data: Any) -> tuple[type, Index, str]:
+    """The synthetic set is written in PASCAL set_b's layout and read by the real builder."""
     settings = SynthSettings(
         num_per_class=tuple((label, int(n)) for label, n in data.synthetic.num_per_class),
         sample_rate=int(data.synthetic.sample_rate), seed=int(data.synthetic.seed))
-    folder = write_dataset(settings, Path(data.data_dir).expanduser() if data.data_dir else None)
-    return read_index(folder, "set_b")
+    folder = write_dataset(settings, data_root(data))
+    return PascalHeartbeat, pascal_index(folder, "set_b"), "set_b"
 
 
-def _pascal_recordings(data: Any) -> list[Recording]:
+def _manual_dir(data: Any) -> Path:
     if not data.manual_dir:
-        raise DataError("config.data.manual_dir is empty: set it to the folder holding the "
-                         "PASCAL heart-sound download (set_a/, set_b/, set_a.csv, set_b.csv).")
-    return read_index(data.manual_dir, data.subset)
+        raise DataError(f"config.data.manual_dir is empty: set it to the folder holding the "
+                        f"recordings for config.data.name={data.name!r}.")
+    return Path(data.manual_dir).expanduser()
 
 
-SOURCES: dict[str, Callable[[Any], list[Recording]]] = {
-    "synthetic_heartbeat": _synthetic_recordings,
-    "pascal_heartbeat": _pascal_recordings,
+def _pascal(data: Any) -> tuple[type, Index, str]:
+    return PascalHeartbeat, pascal_index(_manual_dir(data), data.subset), data.subset
+
+
+def _audio_folder(data: Any) -> tuple[type, Index, None]:
+    return AudioFolder, audio_folder_index(_manual_dir(data), data.csv, tuple(data.classes)), None
+
+
+SOURCES: dict[str, Callable[[Any], tuple[type, Index, str | None]]] = {
+    "synthetic_heartbeat": _synthetic,
+    "pascal_heartbeat": _pascal,
+    "audio_folder": _audio_folder,
 }
+
+
+def data_root(data: Any) -> Path:
+    """`config.data.data_dir`, else `$CNNJAX_DATA_DIR`, else `~/.cache/cnnjax/data`."""
+    return Path(data.data_dir).expanduser() if data.data_dir else default_data_root()
+
+
+def _log(message: str) -> None:
+    print(f"cnnjax: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Recordings:
+    """The labelled recordings of a built dataset, sorted by file name."""
+    class_names: tuple[str, ...]
+    records: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([r["label"] for r in self.records], np.int32)
+
+    @property
+    def groups(self) -> list[str]:
+        return [r["group"] for r in self.records]
+
+    @property
+    def file_names(self) -> list[str]:
+        return [r["file_name"] for r in self.records]
+
+
+def load_recordings(data: Any, log: Callable[[str], None] = _log) -> Recordings:
+    """Builds `data.name` once into the data directory (a changed source builds anew) and
+    reads its labelled split back."""
+    builder_class, index, builder_config = SOURCES[data.name](data)
+    tfds_dir = data_root(data) / "tfds" / f"{data.name}-{index.fingerprint()}"
+    builder, summary = build(builder_class, index, tfds_dir, config=builder_config,
+                             max_seconds=data.max_seconds, log=log)
+    source = builder.as_data_source()["labelled"]
+    records = []
+    for i in range(len(source)):
+        record = source[i]
+        records.append({**record, **{k: record[k].decode() for k in ("file_name", "group",
+                                                                     "sublabel")}})
+    records.sort(key=lambda r: r["file_name"])
+    return Recordings(tuple(summary["class_names"]), records, summary)
+
+
+def mel_settings(config: Any) -> MelSettings:
+    return MelSettings(**{k: config.audio[k] for k in MelSettings.__dataclass_fields__})
+
+
+def spectrograms(recordings: Recordings, mel: MelSettings, cache: FeatureCache
+                 ) -> list[np.ndarray]:
+    """Log-mel of every whole recording at `mel.sample_rate`, through the feature cache."""
+    def compute(record: dict[str, Any]) -> Callable[[], np.ndarray]:
+        samples = record["audio"].astype(np.float32) / 32768.0
+        return lambda: log_mel(resample(samples, int(record["sample_rate"]), mel.sample_rate),
+                               mel)
+    return [cache.get(r["audio"], int(r["sample_rate"]), compute(r)) for r in recordings.records]
 
 
 @dataclass
 class Datasets:
     """Train and validation sets of one experiment, and how to batch them."""
     class_names: tuple[str, ...]
-    train: SpectrogramImages
-    val: SpectrogramImages
+    train: SpectrogramSource
+    val: SpectrogramSource
+    val_file_names: list[str]
+    image: ImageSettings
+    augment: AugmentSettings
     batch_size: int
     eval_batch_size: int
     seed: int
+    workers: int = 0
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return self.train.image_shape
+        return (*self.image.image_size, self.image.channels)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -61,39 +146,51 @@ class Datasets:
     def eval_steps(self) -> int:
         return math.ceil(len(self.val) / self.eval_batch_size)
 
-    def train_batches(self, epoch: int) -> Iterator[Batch]:
-        return self.train.train_batches(self.batch_size, self.seed, epoch)
+    def train_batches(self, epoch: int, state: bytes | None = None) -> Iterator[Batch]:
+        """Epoch `epoch`'s batches; its iterator's `get_state()` / a `state` passed back here
+        resume mid-epoch at exactly the next batch."""
+        iterator = iter(train_loader(self.train, self.image, self.augment,
+                                     batch_size=self.batch_size, seed=self.seed, epoch=epoch,
+                                     workers=self.workers))
+        if state is not None:
+            iterator.set_state(state)
+        return iterator
 
     def eval_batches(self) -> Iterator[Batch]:
-        return self.val.eval_batches(self.eval_batch_size)
+        return eval_batches(self.val, self.image, self.eval_batch_size)
 
 
-def mel_settings(config: Any) -> MelSettings:
-    return MelSettings(**{k: config.audio[k] for k in MelSettings.__dataclass_fields__})
+def image_settings(config: Any, mel: MelSettings) -> ImageSettings:
+    crop = max(1, round(config.data.crop_seconds * mel.sample_rate / mel.hop_length))
+    return ImageSettings(crop_frames=crop, image_size=tuple(config.data.image_size),
+                         channels=config.data.channels, top_db=mel.top_db,
+                         normalization=config.data.normalization)
 
 
 def get_datasets(config: Any) -> Datasets:
-    """Loads `config.data.name`, keeps the labelled recordings, splits them stratified
-    `1 - val_fraction : val_fraction` (seeded by `config.data.split_seed`) and computes the
-    log-mel spectrograms of `config.audio` once."""
+    """Loads `config.data.name`, splits its labelled recordings as `config.data` says
+    (stratified hold-out, grouped, or fold k of n) and prepares the grain pipelines."""
     data = config.data
-    recordings = [r for r in SOURCES[data.name](data) if r.label]
-    class_names = tuple(sorted({r.label for r in recordings}))
-    labels = np.array([class_names.index(r.label) for r in recordings])
-    train_idx, val_idx = stratified_split(labels, data.val_fraction, data.split_seed)
+    recordings = load_recordings(data)
     mel = mel_settings(config)
-    spectrograms = spectrograms_of([r.path for r in recordings], mel)
-    crop = max(1, round(data.crop_seconds * mel.sample_rate / mel.hop_length))
+    cache = FeatureCache(data_root(data) / "features" if data.feature_cache else None,
+                         dataclasses.asdict(mel))
+    specs = spectrograms(recordings, mel, cache)
+    labels = recordings.labels
+    train_idx, val_idx = split_indices(
+        labels, recordings.groups if data.grouped else None, val_fraction=data.val_fraction,
+        seed=data.split_seed, num_folds=data.num_folds, fold=data.fold)
 
-    def subset(indices: np.ndarray) -> SpectrogramImages:
-        return SpectrogramImages(
-            spectrograms=[spectrograms[i] for i in indices], labels=labels[indices],
-            crop_frames=crop, image_size=tuple(data.image_size), channels=data.channels,
-            top_db=mel.top_db)
+    def source(indices: np.ndarray) -> SpectrogramSource:
+        return SpectrogramSource([specs[i] for i in indices], labels[indices])
 
-    datasets = Datasets(class_names, subset(train_idx), subset(val_idx), config.batch_size,
-                        config.eval_batch_size, config.seed)
+    augment = AugmentSettings(**{f.name: config.augment[f.name]
+                                 for f in dataclasses.fields(AugmentSettings)})
+    datasets = Datasets(recordings.class_names, source(train_idx), source(val_idx),
+                        [recordings.file_names[i] for i in val_idx], image_settings(config, mel),
+                        augment, config.batch_size, config.eval_batch_size, config.seed,
+                        data.workers)
     if datasets.steps_per_epoch == 0:
         raise ConfigError(f"config.batch_size={config.batch_size} is larger than the "
-                         f"{len(datasets.train)} training examples.")
+                          f"{len(datasets.train)} training examples.")
     return datasets

@@ -1,7 +1,8 @@
 """Pure train and eval steps: `(state, batch) -> (state, metrics)`, no I/O, no globals.
 
-A batch is `{'image': [B, H, W, C] float32, 'label': [B] int32}`; an eval batch may carry a
-boolean `mask` marking its real examples (padding keeps one compiled shape).
+A batch is `{'image': [B, H, W, C] float32, 'label': [B] int32}`; a mixup batch adds
+`mix_label` and `mix_weight`; an eval batch may carry a boolean `mask` marking its real
+examples (padding keeps one compiled shape).
 `jit_train_step` donates the incoming state, so its buffers are reused for the new one.
 """
 
@@ -33,8 +34,11 @@ def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         logits, updates = state.apply_fn(
             {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
             mutable=["batch_stats"], rngs={"dropout": dropout_rng})
-        loss = cross_entropy_loss(logits, batch["label"]).mean()
-        return loss, (logits, updates["batch_stats"])
+        loss = cross_entropy_loss(logits, batch["label"])
+        if "mix_label" in batch:
+            weight = batch["mix_weight"]
+            loss = weight * loss + (1 - weight) * cross_entropy_loss(logits, batch["mix_label"])
+        return loss.mean(), (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)

@@ -1,0 +1,1 @@
+"""Throughput and scaling measurements; JSON output, not part of the test run."""

@@ -1,0 +1,155 @@
+"""What a dataset build reads: the list of recordings with labels and groups, before any
+audio is opened. Problems found here are either fatal (the layout is wrong, a path escapes the
+data root) or counted as skipped with a reason; nothing is dropped silently."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from cnnjax.data.pascal import read_index
+from cnnjax.errors import DataError
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+PASCAL_CLASSES = {"set_a": ("artifact", "extrahls", "murmur", "normal"),
+                  "set_b": ("extrastole", "murmur", "normal")}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One recording to build: `file_name` is its path relative to the data root."""
+    path: Path
+    file_name: str
+    label: str
+    group: str
+    sublabel: str = ""
+
+
+@dataclass
+class Index:
+    """The recordings of a dataset, its class names and what was skipped, by reason."""
+    entries: list[Entry]
+    class_names: tuple[str, ...]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (reason, file name)
+    flagged: list[tuple[str, str]] = field(default_factory=list)  # kept, but worth knowing
+
+    def skip(self, reason: str, name: str) -> None:
+        self.skipped.append((reason, name))
+
+    def flag(self, what: str, name: str) -> None:
+        self.flagged.append((what, name))
+
+    def summary(self, num_examples: int) -> str:
+        """'461 examples; skipped 2 (1 unreadable: set_b/x.wav; 1 missing: set_b/y.wav)'."""
+        text = f"{num_examples} examples; skipped {len(self.skipped)}"
+        if self.skipped:
+            text += f" ({_grouped(self.skipped)})"
+        if self.flagged:
+            text += f"; kept but flagged: {_grouped(self.flagged)}"
+        return text
+
+    def fingerprint(self) -> str:
+        """Changes when any recording's path, size, modification time or label changes."""
+        digest = hashlib.sha256()
+        for e in self.entries:
+            stat = e.path.stat()
+            digest.update(f"{e.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{e.label}|"
+                          f"{e.group}|{e.sublabel}\n".encode())
+        digest.update(repr((self.class_names, sorted(self.skipped))).encode())
+        return digest.hexdigest()[:12]
+
+
+def _grouped(items: list[tuple[str, str]]) -> str:
+    by_reason: dict[str, list[str]] = {}
+    for reason, name in items:
+        by_reason.setdefault(reason, []).append(name)
+    return "; ".join(f"{len(names)} {reason}: {', '.join(names[:5])}"
+                     + (" ..." if len(names) > 5 else "") for reason, names in sorted(by_reason.items()))
+
+
+def pascal_index(root: str | Path, subset: str) -> Index:
+    """The labelled recordings of PASCAL `subset`; every labelled CSV row must resolve."""
+    root = Path(root).expanduser()
+    classes = PASCAL_CLASSES[subset]
+    index = Index([], classes)
+    seen: set[Path] = set()
+    for recording in read_index(root, subset):
+        name = recording.path.relative_to(root).as_posix()
+        if not recording.label:
+            continue  # unlabelled test recordings are not part of the labelled split
+        if recording.label not in classes:
+            index.skip("unknown label", f"{name} ({recording.label})")
+        elif recording.path in seen:
+            index.skip("duplicate", name)
+        else:
+            seen.add(recording.path)
+            index.entries.append(Entry(recording.path, name, recording.label, recording.patient,
+                                       recording.sublabel))
+    return index
+
+
+def _inside(root: Path, relative: str) -> Path | None:
+    """`root / relative` if that stays inside `root`, else None (absolute or `..` paths)."""
+    candidate = (root / relative).resolve()
+    return candidate if not Path(relative).is_absolute() and candidate.is_relative_to(
+        root.resolve()) else None
+
+
+def audio_folder_index(root: str | Path, csv_name: str = "",
+                       classes: Sequence[str] = ()) -> Index:
+    """A user's recordings: one sub-folder per class, or a CSV (`path,label[,group]`, paths
+    relative to `root`). `classes` fixes the class list (others are skipped as unknown);
+    empty means every label found, sorted. Without a `group` column each recording is its
+    own group."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder of recordings.")
+    rows: list[tuple[str, str, str]] = []  # (relative path, label, group)
+    if csv_name:
+        csv_path = root / csv_name
+        if not csv_path.is_file():
+            raise DataError(f"{csv_path} does not exist; config.data.csv names a CSV inside "
+                            f"config.data.manual_dir.")
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not {"path", "label"} <= set(reader.fieldnames or ()):
+                raise DataError(f"{csv_path} must have the columns path,label (and optionally "
+                                f"group); it has {reader.fieldnames}.")
+            for row in reader:
+                rows.append((row["path"].strip(), (row["label"] or "").strip(),
+                             (row.get("group") or "").strip()))
+        escaping = [p for p, _, _ in rows if _inside(root, p) is None]
+        if escaping:
+            raise DataError(f"{len(escaping)} paths in {csv_path} point outside {root} and are "
+                            f"refused: {', '.join(escaping[:10])}.")
+    else:
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            for path in sorted(folder.rglob("*")):
+                if path.suffix.lower() in AUDIO_SUFFIXES:
+                    rows.append((path.relative_to(root).as_posix(), folder.name, ""))
+    labels_found = sorted({label for _, label, _ in rows if label})
+    index = Index([], tuple(classes) if classes else tuple(labels_found))
+    seen: set[Path] = set()
+    for relative, label, group in rows:
+        path = (root / relative).resolve()
+        if not label:
+            index.skip("unlabelled", relative)
+        elif label not in index.class_names:
+            index.skip("unknown label", f"{relative} ({label})")
+        elif path in seen:
+            index.skip("duplicate", relative)
+        elif not path.is_file():
+            index.skip("missing", relative)
+        else:
+            seen.add(path)
+            index.entries.append(Entry(path, relative, label, group or relative))
+    if not index.entries:
+        counts = Counter(reason for reason, _ in index.skipped)
+        raise DataError(f"{root} holds no usable labelled recordings (found {len(rows)} "
+                        f"candidates; skipped {dict(counts)}); expected one sub-folder per "
+                        f"class or a CSV with path,label columns.")
+    return index

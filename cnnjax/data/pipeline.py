@@ -1,0 +1,148 @@
+"""grain input pipeline: spectrograms in memory -> windows -> images -> batches.
+
+Training shuffles per epoch from the seed, draws each record's window and augmentations from
+grain's per-record generator, batches with the remainder dropped, and can save and restore its
+iterator state mid-epoch. Evaluation takes centre windows in order and pads the last batch
+(with `mask`) so the compiled eval step keeps one shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import grain
+import jax
+import numpy as np
+
+from cnnjax.audio.features import crop_frames, to_image
+from cnnjax.data.augment import mixup, random_gain, random_window_start, spec_augment
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = ("db", "imagenet")
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """How a spectrogram window becomes a model input."""
+    crop_frames: int
+    image_size: tuple[int, int]
+    channels: int = 1
+    top_db: float = 80.0
+    normalization: str = "db"  # 'db': dB scaled to ~[-1, 1]; 'imagenet': [0, 1] then mean/std
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Training-time augmentation; zeros switch each one off."""
+    random_crop: bool = True
+    gain_db: float = 0.0
+    freq_masks: int = 0
+    freq_mask_width: int = 0
+    time_masks: int = 0
+    time_mask_width: int = 0
+    mixup_alpha: float = 0.0
+
+
+class SpectrogramSource(grain.sources.RandomAccessDataSource):
+    """Random access to `{'spectrogram', 'label'}` records held in memory."""
+
+    def __init__(self, spectrograms: Sequence[np.ndarray], labels: np.ndarray):
+        self.spectrograms, self.labels = list(spectrograms), np.asarray(labels, np.int32)
+
+    def __len__(self) -> int:
+        return len(self.spectrograms)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"spectrogram": self.spectrograms[index], "label": self.labels[index]}
+
+
+def spectrogram_image(window: np.ndarray, settings: ImageSettings) -> np.ndarray:
+    """`[H, W, channels]` float32 model input from a dB spectrogram window."""
+    image = to_image(window, settings.image_size, settings.top_db)
+    if settings.normalization == "imagenet":
+        image = (image + 1.0) / 2.0  # dB in [-top_db, 0] -> [0, 1]
+    if settings.channels > 1:
+        image = np.repeat(image, settings.channels, axis=-1)
+    if settings.normalization == "imagenet":
+        mean = np.asarray(IMAGENET_MEAN[:settings.channels], np.float32)
+        std = np.asarray(IMAGENET_STD[:settings.channels], np.float32)
+        image = (image - mean) / std
+    return image.astype(np.float32)
+
+
+class TrainWindow(grain.transforms.RandomMap):
+    """A random window of the recording, augmented, as an image."""
+
+    def __init__(self, image: ImageSettings, augment: AugmentSettings):
+        self.image, self.augment = image, augment
+
+    def random_map(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        spectrogram, a = record["spectrogram"], self.augment
+        start = random_window_start(spectrogram.shape[1], self.image.crop_frames, rng) \
+            if a.random_crop else None
+        window = crop_frames(spectrogram, self.image.crop_frames, start)
+        window = random_gain(window, a.gain_db, rng)
+        if a.freq_masks or a.time_masks:
+            window = spec_augment(window, rng, freq_masks=a.freq_masks,
+                                  freq_width=a.freq_mask_width, time_masks=a.time_masks,
+                                  time_width=a.time_mask_width)
+        return {"image": spectrogram_image(window, self.image), "label": record["label"]}
+
+
+class CentreWindow(grain.transforms.Map):
+    """The centre window of the recording as an image (evaluation)."""
+
+    def __init__(self, image: ImageSettings):
+        self.image = image
+
+    def map(self, record: dict[str, Any]) -> dict[str, Any]:
+        window = crop_frames(record["spectrogram"], self.image.crop_frames)
+        return {"image": spectrogram_image(window, self.image), "label": record["label"]}
+
+
+class Mixup(grain.transforms.RandomMap):
+    def __init__(self, alpha: float):
+        self.alpha = alpha
+
+    def random_map(self, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        return mixup(batch["image"], batch["label"], self.alpha, rng)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 32-bit seed for one epoch's shuffle and augmentations."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def train_loader(source: SpectrogramSource, image: ImageSettings, augment: AugmentSettings, *,
+                 batch_size: int, seed: int, epoch: int, workers: int = 0) -> grain.DataLoader:
+    """One epoch of shuffled, augmented, full batches. With several processes each reads its
+    own shard and `batch_size` (global) is divided among them."""
+    per_process = batch_size // jax.process_count()
+    sampler = grain.samplers.IndexSampler(
+        len(source), shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
+        shuffle=True, num_epochs=1, seed=epoch_seed(seed, epoch))
+    operations: list[Any] = [TrainWindow(image, augment),
+                             grain.transforms.Batch(per_process, drop_remainder=True)]
+    if augment.mixup_alpha > 0:
+        operations.append(Mixup(augment.mixup_alpha))
+    return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
+                            worker_count=workers)
+
+
+def eval_batches(source: SpectrogramSource, image: ImageSettings, batch_size: int
+                 ) -> Iterator[dict[str, np.ndarray]]:
+    """Centre windows of every record in order, in batches of exactly `batch_size`; the last
+    is padded with zeros and `mask` marks the real examples."""
+    sampler = grain.samplers.IndexSampler(len(source), shuffle=False, num_epochs=1)
+    loader = grain.DataLoader(data_source=source, sampler=sampler, operations=[
+        CentreWindow(image), grain.transforms.Batch(batch_size, drop_remainder=False)])
+    for batch in loader:
+        real = batch["label"].shape[0]
+        mask = np.arange(batch_size) < real
+        if real < batch_size:
+            pad = batch_size - real
+            batch = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)])
+                     for k, v in batch.items()}
+        yield {**batch, "mask": mask}
