@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO
 
-TINY = ["--config.num_epochs=2", "--config.batch_size=4", "--config.eval_batch_size=8",
+TINY = ["--config.num_epochs=2", "--config.data.workers=1", "--config.batch_size=4", "--config.eval_batch_size=8",
         "--config.data.image_size=(32,32)", "--config.data.crop_seconds=1.0",
         "--config.data.synthetic.num_per_class=(('normal',8),('murmur',6),('extrastole',6))",
         "--config.model.name=resnet18"]
