@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnjax.data.datasets import SOURCES
+from cnnjax.data.datasets import FRONTENDS, SOURCES
 from cnnjax.data.pascal import SUBSETS
 from cnnjax.data.pipeline import NORMALIZATIONS
 from cnnjax.errors import ConfigError
@@ -16,6 +16,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "data.subset": SUBSETS,
     "data.channels": (1, 3),
     "data.normalization": NORMALIZATIONS,
+    "audio.frontend": FRONTENDS,
     "model.name": tuple(MODELS),
     "optimizer.name": OPTIMIZERS,
     "optimizer.schedule": SCHEDULES,

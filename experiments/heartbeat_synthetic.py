@@ -65,6 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.audio.fmin = 20.0
     config.audio.fmax = 2000.0
     config.audio.top_db = 80.0
+    config.audio.frontend = "librosa"  # | 'jax': the same log-mel computed on the device
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "resnet18"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import jax
@@ -61,14 +62,14 @@ def test_batch_equals_per_example(frontend):
     for i, samples in enumerate(batch):
         alone = np.asarray(frontend(samples[None]))[0]
         np.testing.assert_allclose(together[i], alone, rtol=0, atol=1e-4)
-        assert together[i].max() == pytest.approx(0.0, abs=1e-6)
+        assert together[i].max() == pytest.approx(0.0, abs=1e-4)
         assert together[i].min() >= -SETTINGS.top_db
     # A leading-dims-free call and the function form agree with the object form.
     np.testing.assert_allclose(np.asarray(log_mel_jax(batch[0], SETTINGS)), together[0],
                                rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("num_samples", [500, 1000, 4001, 12_345])
+@pytest.mark.parametrize("num_samples", [100, 1000, 4001, 12_345])
 def test_jits_and_frame_count_matches_librosa(num_samples):
     settings = MelSettings(n_mels=64)
     samples = _synthetic("normal", 4, duration=4.0)[:num_samples]
@@ -76,10 +77,11 @@ def test_jits_and_frame_count_matches_librosa(num_samples):
     got = jitted(samples[None], settings)
     frames = 1 + num_samples // settings.hop_length
     assert got.shape == (1, settings.n_mels, frames)
-    if num_samples >= settings.n_fft:  # librosa warns on shorter input, but agrees anyway
+    with warnings.catch_warnings():  # librosa warns about input shorter than n_fft
+        warnings.simplefilter("ignore", UserWarning)
         expected = log_mel(samples, settings)
-        assert expected.shape == (settings.n_mels, frames)
-        np.testing.assert_allclose(np.asarray(got)[0], expected, rtol=0, atol=TOLERANCE_DB)
+    assert expected.shape == (settings.n_mels, frames)
+    np.testing.assert_allclose(np.asarray(got)[0], expected, rtol=0, atol=TOLERANCE_DB)
 
 
 def test_rejects_integer_samples():

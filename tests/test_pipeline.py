@@ -150,3 +150,12 @@ def test_mixup_batches_train(tiny_config):
     tiny_config.augment.mixup_alpha = 0.4
     batch = next(iter(get_datasets(tiny_config).train_batches(1)))
     assert set(batch) == {"image", "label", "mix_label", "mix_weight"}
+
+
+def test_jax_frontend_gives_the_librosa_spectrograms(tiny_config):
+    librosa_sets = get_datasets(tiny_config)
+    tiny_config.audio.frontend = "jax"
+    jax_sets = get_datasets(tiny_config)
+    for a, b in zip(librosa_sets.train.spectrograms, jax_sets.train.spectrograms):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=0.01)

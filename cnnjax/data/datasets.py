@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from cnnjax.audio.features import MelSettings, log_mel, resample
+from cnnjax.audio.frontend import log_mel_many
 from cnnjax.audio.synth import SynthSettings, default_data_root, write_dataset
 from cnnjax.data.builders import AudioFolder, PascalHeartbeat, build
 from cnnjax.data.feature_cache import FeatureCache
@@ -110,14 +111,26 @@ def mel_settings(config: Any) -> MelSettings:
     return MelSettings(**{k: config.audio[k] for k in MelSettings.__dataclass_fields__})
 
 
-def spectrograms(recordings: Recordings, mel: MelSettings, cache: FeatureCache
-                 ) -> list[np.ndarray]:
-    """Log-mel of every whole recording at `mel.sample_rate`, through the feature cache."""
-    def compute(record: dict[str, Any]) -> Callable[[], np.ndarray]:
-        samples = record["audio"].astype(np.float32) / 32768.0
-        return lambda: log_mel(resample(samples, int(record["sample_rate"]), mel.sample_rate),
-                               mel)
-    return [cache.get(r["audio"], int(r["sample_rate"]), compute(r)) for r in recordings.records]
+FRONTENDS = ("librosa", "jax")
+
+
+def spectrograms(recordings: Recordings, mel: MelSettings, cache: FeatureCache,
+                 frontend: str = "librosa") -> list[np.ndarray]:
+    """Log-mel of every whole recording at `mel.sample_rate`, through the feature cache;
+    the missing ones computed with librosa on the host or with the JAX frontend on the
+    default device."""
+    results = [cache.load(r["audio"], int(r["sample_rate"])) for r in recordings.records]
+    missing = [i for i, value in enumerate(results) if value is None]
+    waveforms = [resample(recordings.records[i]["audio"].astype(np.float32) / 32768.0,
+                          int(recordings.records[i]["sample_rate"]), mel.sample_rate)
+                 for i in missing]
+    computed = log_mel_many(waveforms, mel) if frontend == "jax" else \
+        [log_mel(w, mel) for w in waveforms]
+    for i, value in zip(missing, computed):
+        cache.store(recordings.records[i]["audio"], int(recordings.records[i]["sample_rate"]),
+                    value)
+        results[i] = value
+    return results  # type: ignore[return-value]
 
 
 @dataclass
@@ -174,8 +187,8 @@ def get_datasets(config: Any) -> Datasets:
     recordings = load_recordings(data)
     mel = mel_settings(config)
     cache = FeatureCache(data_root(data) / "features" if data.feature_cache else None,
-                         dataclasses.asdict(mel))
-    specs = spectrograms(recordings, mel, cache)
+                         {**dataclasses.asdict(mel), "frontend": config.audio.frontend})
+    specs = spectrograms(recordings, mel, cache, config.audio.frontend)
     labels = recordings.labels
     train_idx, val_idx = split_indices(
         labels, recordings.groups if data.grouped else None, val_fraction=data.val_fraction,

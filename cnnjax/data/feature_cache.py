@@ -28,24 +28,38 @@ class FeatureCache:
             self.folder.mkdir(parents=True, exist_ok=True)
             (self.folder / "settings.json").write_text(text)
 
-    def get(self, samples: np.ndarray, rate: int, compute: Callable[[], np.ndarray]
-            ) -> np.ndarray:
-        if self.folder is None:
-            self.misses += 1
-            return compute()
+    def _path(self, samples: np.ndarray, rate: int) -> Path:
         digest = hashlib.sha256(np.ascontiguousarray(samples).tobytes())
         digest.update(f"|{samples.dtype}|{rate}".encode())
-        path = self.folder / f"{digest.hexdigest()[:32]}.npy"
-        if path.exists():
-            try:
-                self.hits += 1
-                return np.load(path)
-            except (OSError, ValueError):  # a torn write from a killed run: recompute
-                self.hits -= 1
-        self.misses += 1
-        value = compute()
+        return self.folder / f"{digest.hexdigest()[:32]}.npy"
+
+    def load(self, samples: np.ndarray, rate: int) -> np.ndarray | None:
+        """The cached array for this recording, or None (absent, disabled or unreadable)."""
+        if self.folder is None:
+            self.misses += 1
+            return None
+        path = self._path(samples, rate)
+        try:
+            value = np.load(path)
+        except (OSError, ValueError):  # absent, or a torn write from a killed run
+            self.misses += 1
+            return None
+        self.hits += 1
+        return value
+
+    def store(self, samples: np.ndarray, rate: int, value: np.ndarray) -> None:
+        if self.folder is None:
+            return
+        path = self._path(samples, rate)
         partial = path.with_suffix(f".{os.getpid()}.tmp")
         with open(partial, "wb") as f:
             np.save(f, value)
         os.replace(partial, path)
+
+    def get(self, samples: np.ndarray, rate: int, compute: Callable[[], np.ndarray]
+            ) -> np.ndarray:
+        value = self.load(samples, rate)
+        if value is None:
+            value = compute()
+            self.store(samples, rate, value)
         return value
