@@ -20,6 +20,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "model.name": tuple(MODELS),
     "optimizer.name": OPTIMIZERS,
     "optimizer.schedule": SCHEDULES,
+    "checkpoint.best_mode": ("max", "min"),
 }
 POSITIVE = ("num_epochs", "batch_size", "eval_batch_size", "optimizer.learning_rate",
             "audio.sample_rate", "audio.hop_length", "audio.n_mels", "data.crop_seconds")

@@ -23,6 +23,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_epochs = 10
     config.batch_size = 16
     config.eval_batch_size = 64
+    config.init_from = ""  # a workdir or checkpoint whose weights start a fresh run
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.every_steps = 0  # also save every N steps (0: at epoch ends only)
+    config.checkpoint.max_to_keep = 2  # newest checkpoints kept, besides the best one
+    config.checkpoint.best_metric = "val_accuracy"  # '' keeps no best checkpoint
+    config.checkpoint.best_mode = "max"  # | 'min'
+    config.checkpoint.asynchronous = True  # saves finish in the background
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "synthetic_heartbeat"  # | 'pascal_heartbeat' | 'audio_folder'

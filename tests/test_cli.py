@@ -43,7 +43,7 @@ def test_default_experiment_with_tiny_overrides_writes_every_output(tmp_path):
     # The same command again finds the finished run and does not train it twice.
     again = run_main(f"--workdir={workdir}", *TINY, data_dir=tmp_path / "data")
     assert again.returncode == 0, again.stderr
-    assert "resuming from the checkpoint at step 6 (epoch 2 done)" in again.stderr
+    assert "resuming from the checkpoint at step 6 (2 epochs done)" in again.stderr
     assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 2
 
     evaluated = run_main(f"--workdir={workdir}", "--mode=eval", *TINY,
