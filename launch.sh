@@ -3,32 +3,34 @@
 #   ./launch.sh [absl flags...]        train/evaluate: python -m cnnjax.main with those flags
 #   ./launch.sh test [pytest args...]  run the test suite
 # The interpreter is $CNNJAX_PYTHON, else `python3`. If it cannot import cnnjax, a virtual
-# environment is made in <repo>/.venv with `pip install -e .[test]` and reused afterwards
-# (reinstalled when pyproject.toml changes).
+# environment is made in <repo>/.venv with `pip install -e .[$CNNJAX_EXTRAS]` (default `test`;
+# `test,torch` adds torch for .pth files and the torchvision parity tests) and reused
+# afterwards (reinstalled when pyproject.toml or the extras change).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="$repo/.venv"
 stamp="$venv/.cnnjax-installed"
 base_python="${CNNJAX_PYTHON:-python3}"
+extras="${CNNJAX_EXTRAS:-test}"
 
 can_import_cnnjax() {  # run from / so the source tree on the cwd does not count as installed
   (cd / && "$1" -c 'import cnnjax' >/dev/null 2>&1)
 }
 
-pyproject_hash() {
-  sha256sum "$repo/pyproject.toml" | cut -c1-16
+install_stamp() {  # what the venv was installed from
+  echo "$(sha256sum "$repo/pyproject.toml" | cut -c1-16) [$extras]"
 }
 
 ensure_venv() {
-  if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$(pyproject_hash)" ]]; then
+  if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$(install_stamp)" ]]; then
     return
   fi
-  echo "cnnjax: setting up $venv with $("$base_python" --version 2>&1) (pip install -e .[test]; about a minute, once)" >&2
+  echo "cnnjax: setting up $venv with $("$base_python" --version 2>&1) (pip install -e .[$extras]; a minute or more, once)" >&2
   [[ -x "$venv/bin/python" ]] || "$base_python" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$venv/bin/python" -m pip install --quiet -e "$repo[test]" >&2
-  pyproject_hash > "$stamp"
+  "$venv/bin/python" -m pip install --quiet -e "$repo[$extras]" >&2
+  install_stamp > "$stamp"
 }
 
 if [[ -z "${CNNJAX_PYTHON:-}" && -x "$venv/bin/python" ]] || ! can_import_cnnjax "$base_python"; then

@@ -8,6 +8,7 @@ iterator state mid-epoch. Evaluation takes centre windows in order and pads the 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -50,6 +51,14 @@ class SpectrogramSource(grain.sources.RandomAccessDataSource):
 
     def __init__(self, spectrograms: Sequence[np.ndarray], labels: np.ndarray):
         self.spectrograms, self.labels = list(spectrograms), np.asarray(labels, np.int32)
+        digest = hashlib.sha256(self.labels.tobytes())
+        for spectrogram in self.spectrograms:
+            digest.update(np.ascontiguousarray(spectrogram).tobytes())
+        self.digest = digest.hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        # grain compares this with the one in a saved iterator state: same data, same repr.
+        return f"SpectrogramSource(records={len(self)}, sha256={self.digest})"
 
     def __len__(self) -> int:
         return len(self.spectrograms)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 Dtype = Any
@@ -25,14 +27,72 @@ def torch_conv(features: int, kernel: int, stride: int = 1, *, padding: int | No
                    kernel_init=conv_kernel_init, name=name)
 
 
+class TorchBatchNorm(nn.Module):
+    """BatchNorm that keeps its running statistics exactly as torch.nn.BatchNorm2d does.
+
+    Same variables as `flax.linen.BatchNorm` (params `scale`/`bias`, batch_stats
+    `mean`/`var`) and the same flax-style momentum (new = momentum * old + (1 - momentum) *
+    batch). In train mode it normalises with the biased batch variance, like torch, but
+    updates the running variance with the unbiased one (n / (n - 1)), which flax's module
+    does not: without that, running statistics drift away from torch's during fine-tuning
+    of ported weights. Statistics are computed in float32 with two passes (mean, then mean
+    squared deviation). `axis_name` is for the `pmap` path only; under `jit` with a sharded
+    batch the statistics are global already.
+    """
+    use_running_average: bool | None = None
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    axis_name: str | None = None
+    scale_init: Callable = nn.initializers.ones
+    bias_init: Callable = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, use_running_average: bool | None = None) -> jnp.ndarray:
+        use_running_average = nn.merge_param("use_running_average", self.use_running_average,
+                                             use_running_average)
+        features = (x.shape[-1],)
+        axes = tuple(range(x.ndim - 1))
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
+        scale = self.param("scale", self.scale_init, features, self.param_dtype)
+        bias = self.param("bias", self.bias_init, features, self.param_dtype)
+
+        if use_running_average:
+            mean, var = ra_mean.value, ra_var.value
+        else:
+            x32 = x.astype(jnp.float32)
+            count = math.prod(x.shape[:-1])
+            mean = jnp.mean(x32, axes)
+            sync = self.axis_name is not None and not self.is_initializing()
+            if sync:
+                mean = jax.lax.pmean(mean, self.axis_name)
+            var = jnp.mean(jnp.square(x32 - mean), axes)
+            if sync:
+                var = jax.lax.pmean(var, self.axis_name)
+                count = count * jax.lax.psum(1, self.axis_name)
+            if not self.is_initializing():
+                unbiased = var * (count / jnp.maximum(count - 1, 1))
+                ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+
+        dtype = self.dtype or jnp.promote_types(x.dtype, self.param_dtype)
+        mul = jax.lax.rsqrt(var + self.epsilon) * scale
+        y = (x.astype(jnp.float32) - mean) * mul + bias
+        return y.astype(dtype)
+
+
 def torch_batch_norm(train: bool, *, name: str | None = None,
-                     scale_init: Callable = nn.initializers.ones) -> nn.BatchNorm:
-    """BatchNorm with torch's defaults: momentum 0.1 (0.9 in flax terms), epsilon 1e-5.
+                     scale_init: Callable = nn.initializers.ones,
+                     bias_init: Callable = nn.initializers.zeros) -> TorchBatchNorm:
+    """BatchNorm with torch's defaults and update rule: momentum 0.1 (0.9 in flax terms),
+    epsilon 1e-5, running variance from the unbiased batch variance (`TorchBatchNorm`).
 
     Under `jit` with a sharded batch, the batch statistics are global (axis_name=None).
     """
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                        scale_init=scale_init, name=name)
+    return TorchBatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                          scale_init=scale_init, bias_init=bias_init, name=name)
 
 
 def _pool_2x2(x: jnp.ndarray, reduce: Callable) -> jnp.ndarray:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 
 from cnnjax.errors import ConfigError
 
-from cnnjax.models.resnet import resnet18, resnet34, resnet50
+from cnnjax.models.resnet import ResNet, resnet18, resnet34, resnet50
 from cnnjax.models.simple_cnn import SimpleCNN
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -24,9 +23,11 @@ def get_model(model_config: Mapping[str, Any], *, num_classes: int | None = None
     """Builds `model_config.name` with the other fields as keyword arguments.
 
     `num_classes`, when given (the data knows it), overrides the config's value.
-    Unknown names or fields raise a ConfigError naming the valid choices.
+    Unknown names or fields raise a ConfigError naming the valid choices. Lists become
+    tuples: a jitted step keys on the model, so its fields must hash.
     """
-    fields = dict(model_config)
+    fields = {key: tuple(value) if isinstance(value, list) else value
+              for key, value in dict(model_config).items()}
     name = fields.pop("name")
     if name not in MODELS:
         raise ConfigError(f"config.model.name={name!r} is not a model; choose one of "
@@ -44,6 +45,10 @@ def get_model(model_config: Mapping[str, Any], *, num_classes: int | None = None
 
 def _accepted_fields(constructor: Callable[..., nn.Module]) -> set[str]:
     if isinstance(constructor, type) and issubclass(constructor, nn.Module):
-        return {f for f in constructor.__dataclass_fields__ if f not in ("parent", "name")}
-    params = inspect.signature(constructor).parameters
-    return {p for p in params if p != "kwargs"} | {"dtype"}
+        return _module_fields(constructor)
+    # The resnet constructors fix the architecture and pass every other field on to ResNet.
+    return _module_fields(ResNet) - {"stage_sizes", "block"}
+
+
+def _module_fields(module: type[nn.Module]) -> set[str]:
+    return {f for f in module.__dataclass_fields__ if f not in ("parent", "name")}

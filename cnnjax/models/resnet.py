@@ -4,7 +4,8 @@ Flax module paths follow torchvision's state-dict keys with every `<name>.<index
 joined by an underscore: `layer2.0.downsample.1.running_mean` is
 `batch_stats['layer2_0']['downsample_1']['mean']`; `conv1.weight` (OIHW) is
 `params['conv1']['kernel']` (HWIO); BN `weight`/`bias` are `scale`/`bias`; `fc.weight` is
-`params['fc']['kernel']` transposed.
+`params['fc']['kernel']` transposed. That is the 'plain' head; `head='fastai'` puts fastai's
+head under `params['head']` instead (see `cnnjax.models.heads`).
 """
 
 from __future__ import annotations
@@ -14,23 +15,26 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.models.layers import (Dtype, global_avg_pool, torch_batch_norm, torch_conv,
-                                  torch_dense)
+from cnnjax.errors import ConfigError
+from cnnjax.models.heads import HEADS, FastaiHead
+from cnnjax.models.layers import Dtype, global_avg_pool, torch_conv, torch_dense
+from cnnjax.models.norms import bn_layer, check_frozen_norms, nested_norms
 
 
 class BasicBlock(nn.Module):
     """Two 3x3 convs (ResNet-18/34); stride on the first."""
     features: int
     stride: int = 1
+    frozen_norms: tuple[str, ...] = ()
     dtype: Dtype = jnp.float32
     expansion = 1
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         out = torch_conv(self.features, 3, self.stride, dtype=self.dtype, name="conv1")(x)
-        out = nn.relu(torch_batch_norm(train, name="bn1")(out))
+        out = nn.relu(bn_layer(train, self.frozen_norms, "bn1")(out))
         out = torch_conv(self.features, 3, dtype=self.dtype, name="conv2")(out)
-        out = torch_batch_norm(train, name="bn2")(out)
+        out = bn_layer(train, self.frozen_norms, "bn2")(out)
         return nn.relu(out + _shortcut(self, x, train))
 
 
@@ -38,17 +42,18 @@ class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (carrying the stride, torchvision's "v1.5"), 1x1 expand by 4."""
     features: int
     stride: int = 1
+    frozen_norms: tuple[str, ...] = ()
     dtype: Dtype = jnp.float32
     expansion = 4
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         out = torch_conv(self.features, 1, dtype=self.dtype, name="conv1")(x)
-        out = nn.relu(torch_batch_norm(train, name="bn1")(out))
+        out = nn.relu(bn_layer(train, self.frozen_norms, "bn1")(out))
         out = torch_conv(self.features, 3, self.stride, dtype=self.dtype, name="conv2")(out)
-        out = nn.relu(torch_batch_norm(train, name="bn2")(out))
+        out = nn.relu(bn_layer(train, self.frozen_norms, "bn2")(out))
         out = torch_conv(self.features * 4, 1, dtype=self.dtype, name="conv3")(out)
-        out = torch_batch_norm(train, name="bn3")(out)
+        out = bn_layer(train, self.frozen_norms, "bn3")(out)
         return nn.relu(out + _shortcut(self, x, train))
 
 
@@ -59,38 +64,56 @@ def _shortcut(block: BasicBlock | Bottleneck, x: jnp.ndarray, train: bool) -> jn
         return x
     x = torch_conv(out_features, 1, block.stride, padding=0, dtype=block.dtype,
                    name="downsample_0")(x)
-    return torch_batch_norm(train, name="downsample_1")(x)
+    return bn_layer(train, block.frozen_norms, "downsample_1")(x)
 
 
 class ResNet(nn.Module):
-    """torchvision's ResNet: 7x7/2 stem, 3x3/2 max pool, four stages, average pool, `fc`.
+    """torchvision's ResNet: 7x7/2 stem, 3x3/2 max pool, four stages, then a head.
+
+    `head='plain'` is torchvision's average pool + `fc`; `head='fastai'` is `FastaiHead`
+    (`head_hidden` features, `head_dropout` rates) under `head`, for fastai recipes.
 
     `in_channels` documents the expected input (1 for spectrograms, 3 for RGB); Flax infers
     the stem's kernel shape from the input it is initialised with. Stage outputs are sown
     into the `intermediates` collection (`layer1` .. `layer4`) for parity checks and
-    feature extraction.
+    feature extraction. `frozen_norms` lists BatchNorm paths ('bn1', 'layer1_0/bn2',
+    'layer2_0/downsample_1', 'head/bn1'; see `norm_paths`) kept in eval mode while training.
     """
     stage_sizes: Sequence[int]
     block: str = "basic"  # 'basic' or 'bottleneck'
     num_classes: int = 1000
     in_channels: int = 3
+    head: str = "plain"
+    head_dropout: tuple[float, float] = (0.25, 0.5)
+    head_hidden: int = 512
+    frozen_norms: tuple[str, ...] = ()
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        if self.head not in HEADS:
+            raise ConfigError(f"head={self.head!r} is not a ResNet head; choose one of "
+                              f"{list(HEADS)}.")
         block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
         x = torch_conv(64, 7, 2, padding=3, dtype=self.dtype, name="conv1")(x)
-        x = nn.relu(torch_batch_norm(train, name="bn1")(x))
+        x = nn.relu(bn_layer(train, self.frozen_norms, "bn1")(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for stage, num_blocks in enumerate(self.stage_sizes):
             features = 64 * 2**stage
             for index in range(num_blocks):
                 stride = 2 if stage > 0 and index == 0 else 1
-                x = block_cls(features, stride, dtype=self.dtype,
-                              name=f"layer{stage + 1}_{index}")(x, train)
+                name = f"layer{stage + 1}_{index}"
+                x = block_cls(features, stride, nested_norms(self.frozen_norms, name),
+                              dtype=self.dtype, name=name)(x, train)
             self.sow("intermediates", f"layer{stage + 1}", x)
-        x = global_avg_pool(x)
-        return torch_dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        if self.head == "fastai":
+            x = FastaiHead(self.num_classes, self.head_hidden, self.head_dropout,
+                           nested_norms(self.frozen_norms, "head"), dtype=self.dtype,
+                           name="head")(x, train)
+        else:
+            x = torch_dense(self.num_classes, dtype=self.dtype, name="fc")(global_avg_pool(x))
+        check_frozen_norms(self.frozen_norms, self.variables)
+        return x
 
 
 def resnet18(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> ResNet:

@@ -7,8 +7,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.models.layers import (POOLS_2X2, Dtype, flatten, global_avg_pool, torch_batch_norm,
-                                  torch_dense)
+from cnnjax.models.layers import POOLS_2X2, Dtype, flatten, global_avg_pool, torch_dense
+from cnnjax.models.norms import bn_layer, check_frozen_norms
 
 HEAD_POOLS = {"flatten": flatten, "gap": global_avg_pool}
 
@@ -17,7 +17,8 @@ class SimpleCNN(nn.Module):
     """`len(widths)` x (3x3 'valid' conv + [BN] + ReLU + 2x2 pool), `head_pool`, dense layers.
 
     Defaults are the Keras tutorial's network: widths 32/64/128, max pooling, flatten,
-    dense 128 and 512 with ReLU, then the output layer.
+    dense 128 and 512 with ReLU, then the output layer. `frozen_norms` ('bn1', ...) keeps
+    those BatchNorms in eval mode while training.
     """
     num_classes: int
     widths: Sequence[int] = (32, 64, 128)
@@ -27,6 +28,7 @@ class SimpleCNN(nn.Module):
     batch_norm: bool = False
     dropout: float = 0.0
     in_channels: int = 3
+    frozen_norms: tuple[str, ...] = ()
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -36,10 +38,11 @@ class SimpleCNN(nn.Module):
             x = nn.Conv(width, (3, 3), padding="VALID", use_bias=not self.batch_norm,
                         dtype=self.dtype, name=f"conv{i + 1}")(x)
             if self.batch_norm:
-                x = torch_batch_norm(train, name=f"bn{i + 1}")(x)
+                x = bn_layer(train, self.frozen_norms, f"bn{i + 1}")(x)
             x = pool(nn.relu(x))
         x = HEAD_POOLS[self.head_pool](x)
         for i, width in enumerate(self.dense):
             x = nn.relu(torch_dense(width, dtype=self.dtype, name=f"dense{i + 1}")(x))
             x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        check_frozen_norms(self.frozen_norms, self.variables)
         return torch_dense(self.num_classes, dtype=self.dtype, name="output")(x)
