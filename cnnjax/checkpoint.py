@@ -10,8 +10,11 @@ that cannot be read, naming each one it skips.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
@@ -21,6 +24,49 @@ from cnnjax.errors import CnnjaxError
 from cnnjax.train.state import TrainState
 
 STATE_FIELDS = ("step", "params", "batch_stats", "opt_state", "rng")
+COMMIT_MARKER = "commit_success.txt"  # orbax writes it last; without it a save did not finish
+
+
+@contextlib.contextmanager
+def _quiet_asyncio() -> Iterator[None]:
+    """A failed restore leaves orbax's other reads failing too, each logged by asyncio as a
+    'Future exception was never retrieved'; the one warning we print says it all."""
+    logger = logging.getLogger("asyncio")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _ignore_reads_into_closed_loop() -> None:
+    """After a failed restore, tensorstore's still-pending reads complete into orbax's closed
+    event loop, and each reports a 'RuntimeError: Event loop is closed' traceback as an
+    unraisable exception, some of them long after. They carry nothing; our warning says it."""
+    previous = sys.unraisablehook
+    if getattr(previous, "ignores_closed_loop", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if (unraisable.exc_type is RuntimeError
+                and str(unraisable.exc_value) == "Event loop is closed"):
+            return
+        previous(unraisable)
+
+    hook.ignores_closed_loop = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+class _SavesBetweenEpochsHaveNoMetrics(logging.Filter):
+    """orbax warns at every save without metrics once a best metric is tracked; saves
+    between epochs (every_steps, preemption) never have one, by design."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_SavesBetweenEpochsHaveNoMetrics())
 
 
 class CheckpointError(CnnjaxError):
@@ -49,11 +95,16 @@ class Checkpoints:
             policies.append(ocp.checkpoint_managers.BestN(
                 get_metric_fn=lambda metrics: metrics[best_metric], reverse=best_mode == "min",
                 n=1, keep_checkpoints_without_metrics=False))
+        self.best_metric, self.best_mode = best_metric, best_mode
         self.directory = Path(directory).absolute()
         self.manager = ocp.CheckpointManager(
             self.directory, item_names=("state", "extra"),
             options=ocp.CheckpointManagerOptions(
                 create=True, enable_async_checkpointing=asynchronous,
+                # With best_fn orbax stores each save's metrics on disk, so a resumed run's
+                # manager still knows the best checkpoint instead of deleting it.
+                best_fn=(lambda metrics: metrics[best_metric]) if best_metric else None,
+                best_mode=best_mode,
                 preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies)))
 
     def all_steps(self) -> list[int]:
@@ -61,6 +112,30 @@ class Checkpoints:
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """The step whose epoch-end record is best by `best_metric`; the newest step when no
+        best metric is configured or no checkpoint holds one; None when there are none.
+
+        The metric is read from each checkpoint's JSON record (`history[-1]`, when that record
+        is of this very step) rather than from orbax: without `best_fn` orbax keeps metrics
+        in memory only, so a fresh process would not know them. Ties go to the newer step;
+        unreadable records are passed over.
+        """
+        steps = self.all_steps()
+        scored = []
+        for step in steps if self.best_metric else ():
+            try:
+                history = self.read_extra(step).get("history") or [{}]
+            except Exception:  # an unreadable checkpoint cannot be the best one
+                continue
+            record = history[-1]
+            if record.get("step") == step and record.get(self.best_metric) is not None:
+                scored.append((float(record[self.best_metric]), step))
+        if not scored:
+            return steps[-1] if steps else None
+        sign = -1.0 if self.best_mode == "min" else 1.0
+        return max(scored, key=lambda item: (sign * item[0], item[1]))[1]
 
     def save(self, state: TrainState, extra: dict[str, Any],
              metrics: dict[str, float] | None = None) -> None:
@@ -82,19 +157,35 @@ class Checkpoints:
             state=ocp.args.StandardRestore(abstract), extra=ocp.args.JsonRestore()))
         return state.replace(**restored["state"]), dict(restored["extra"])
 
-    def restore_newest_good(self, state: TrainState, warn: Callable[[str], None]
+    def read_extra(self, step: int) -> dict[str, Any]:
+        """The JSON record of checkpoint `step` alone, without reading its arrays."""
+        if not (self.directory / str(step) / COMMIT_MARKER).exists():
+            raise CheckpointError(f"incomplete: no {COMMIT_MARKER}")
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            extra=ocp.args.JsonRestore()))
+        return dict(restored["extra"])
+
+    def restore_newest_good(self, state: TrainState, warn: Callable[[str], None],
+                            check: Callable[[dict[str, Any]], None] = lambda extra: None
                             ) -> tuple[TrainState, dict[str, Any], int] | None:
         """The newest checkpoint that restores, skipping unreadable ones with a warning; None
-        when there are none. Raises CheckpointError when there are some but none restores."""
-        steps = self.all_steps()
+        when there are none. `check` sees each checkpoint's JSON record before its arrays are
+        read, so that a config the state cannot follow is named rather than failing on shapes.
+        Raises CheckpointError when there are checkpoints but none restores."""
         failures = []
-        for step in reversed(steps):
+        for step in reversed(self.all_steps()):
             try:
-                restored, extra = self.restore(state, step)
+                with _quiet_asyncio():
+                    extra = self.read_extra(step)
             except Exception as error:  # any unreadable checkpoint: try the next older one
-                reason = " ".join(str(error).split())[:200] or type(error).__name__
-                failures.append(f"step {step} ({reason})")
-                warn(f"skipping the unreadable checkpoint at step {step}: {reason}")
+                failures.append(self._skip(step, error, warn))
+                continue
+            check(extra)
+            try:
+                with _quiet_asyncio():
+                    restored, extra = self.restore(state, step)
+            except Exception as error:
+                failures.append(self._skip(step, error, warn))
                 continue
             return restored, extra, step
         if failures:
@@ -103,6 +194,13 @@ class Checkpoints:
                 f"{'; '.join(failures)}. Move them away to start afresh, or point --workdir "
                 f"elsewhere.")
         return None
+
+    @staticmethod
+    def _skip(step: int, error: Exception, warn: Callable[[str], None]) -> str:
+        _ignore_reads_into_closed_loop()
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        warn(f"skipping the unreadable checkpoint at step {step}: {reason}")
+        return f"step {step} ({reason})"
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
