@@ -69,7 +69,9 @@ def main() -> None:
         results["pipeline_train_examples_per_s"] = count / seconds
 
         model = get_model(config.model, num_classes=len(datasets.class_names))
-        tx, _ = make_optimizer(config.optimizer, 100)
+        shapes = jax.eval_shape(lambda: model.init(
+            jax.random.PRNGKey(0), jax.numpy.zeros((1, *datasets.input_shape))))["params"]
+        tx, _ = make_optimizer(config.optimizer, 100, shapes)
         state = create_train_state(model, tx, datasets.input_shape, jax.random.PRNGKey(0))
         batch = next(iter(datasets.train_batches(1)))
         state, metrics = jit_train_step(state, batch)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 from cnnjax.data.datasets import FRONTENDS, SOURCES
@@ -51,3 +53,15 @@ def validate_config(config: Any) -> None:
     if config.model.get("in_channels", config.data.channels) != config.data.channels:
         raise ConfigError(f"config.model.in_channels={config.model.in_channels} differs from "
                           f"config.data.channels={config.data.channels}; make them equal.")
+
+
+def sibling_config(config_file: str, name: str) -> Any:
+    """`get_config()` of the experiment `<name>.py` in `config_file`'s folder, so an experiment
+    can extend another one wherever the command is launched from."""
+    path = Path(config_file).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"cnnjax_experiment_{name}", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"no experiment config at {path}.")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()

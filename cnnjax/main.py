@@ -1,8 +1,12 @@
 """Command line: `python -m cnnjax.main --config=experiments/<name>.py [--config.<field>=value]`.
 
-Modes: `train` (default; resumes from the workdir's newest checkpoint) and `eval` (evaluates
-the newest checkpoint). Mistakes a user can make end in one line on stderr: exit code 2 for a
-bad flag, config file or config value, 1 for missing or malformed data.
+Modes: `train` (default; resumes from the workdir's newest checkpoint), `eval` (evaluates
+the best checkpoint), `lr_find` (the learning-rate range test: lr_find.png and a suggestion)
+and `predict` (`--predict.inputs='recordings/*.wav'`: class
+probabilities from the best checkpoint into <workdir>/predictions.csv, with the config the
+run saved unless --config names one; `--config.<field>` overrides apply to it).
+Mistakes a user can make end in one line on stderr: exit code 2 for a bad flag, config file
+or config value, 1 for missing or malformed data.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import runpy
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -31,9 +35,16 @@ def _define_flags() -> None:
         "override any field with --config.<field>=value.", lock_config=True)
     flags.DEFINE_string(
         "workdir", None, "Where checkpoints, metrics and plots go (default: runs/<config name>).")
-    flags.DEFINE_enum("mode", "train", ["train", "eval"],
+    flags.DEFINE_enum("mode", "train", ["train", "eval", "lr_find", "predict"],
                       "train: train and evaluate, resuming if the workdir has a checkpoint; "
-                      "eval: evaluate the workdir's newest checkpoint.")
+                      "eval: evaluate the workdir's best checkpoint; lr_find: sweep the "
+                      "learning rate and suggest one; predict: classify --predict.inputs "
+                      "with the workdir's best checkpoint.")
+    flags.DEFINE_list("predict.inputs", [], "--mode=predict: recordings to classify, as "
+                      "comma-separated paths or globs ('**' recursive).")
+    flags.DEFINE_enum("predict.windows", "centre", ["centre", "all"],
+                      "--mode=predict: the centre window, as evaluation takes it, or the mean "
+                      "over windows covering the whole recording.")
 
 
 def _config_path(argv: list[str]) -> str:
@@ -80,6 +91,28 @@ def parse_flags(argv: list[str]) -> list[str]:
         _fail(" ".join(str(error).split()), 2)
 
 
+def _predict_config(workdir: Path) -> Any:
+    """The config named by --config, else the run's saved one with any --config.<field>
+    overrides applied."""
+    if flags.FLAGS["config"].present:
+        return flags.FLAGS["config"].value
+    from cnnjax.predict import saved_config
+
+    config = saved_config(workdir)
+    for name in flags.FLAGS:
+        if name.startswith("config.") and flags.FLAGS[name].present:
+            *parents, field = name.split(".")[1:]
+            node = config
+            try:
+                for part in parents:
+                    node = node[part]
+                node[field] = flags.FLAGS[name].value
+            except (KeyError, TypeError) as error:
+                raise ConfigError(f"--{name} does not fit {workdir / 'config.json'}: "
+                                  f"{error}") from None
+    return config
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; flags look like --name=value.", 2)
@@ -87,7 +120,7 @@ def main(argv: list[str]) -> None:
         # Library INFO logs (orbax writes a dozen lines per checkpoint) drown the progress
         # bar; --verbosity=0 brings them back.
         logging.set_verbosity(logging.WARNING)
-    from cnnjax.train.loop import evaluate_checkpoint, train_and_evaluate
+    from cnnjax.train.loop import evaluate_checkpoint, find_learning_rate, train_and_evaluate
 
     config = flags.FLAGS["config"].value
     workdir = flags.FLAGS.workdir or Path("runs") / Path(
@@ -95,12 +128,26 @@ def main(argv: list[str]) -> None:
     try:
         if flags.FLAGS.mode == "train":
             train_and_evaluate(config, workdir)
-        else:
+        elif flags.FLAGS.mode == "eval":
             evaluate_checkpoint(config, workdir)
+        elif flags.FLAGS.mode == "lr_find":
+            find_learning_rate(config, workdir)
+        else:
+            _run_predict(Path(workdir))
     except ConfigError as error:
         _fail(str(error), 2)
     except CnnjaxError as error:
         _fail(str(error), 1)
+
+
+def _run_predict(workdir: Path) -> None:
+    from cnnjax.predict import predict
+
+    inputs = flags.FLAGS["predict.inputs"].value
+    if not inputs:
+        _fail("--mode=predict needs the recordings to classify: "
+              "--predict.inputs='recordings/*.wav'.", 2)
+    predict(_predict_config(workdir), workdir, inputs, flags.FLAGS["predict.windows"].value)
 
 
 def run() -> None:

@@ -1,4 +1,5 @@
-"""Writing run results to disk: JSON files, JSON-lines logs, PNG plots and text summaries.
+"""Writing run results to disk: JSON files, JSON-lines logs, CSV tables, PNG plots and text
+summaries.
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects directly rather than
 through ``pyplot``, so plotting works on machines without a display, does not
@@ -6,12 +7,14 @@ change the process-wide backend, and never leaves figures open in pyplot's
 global registry during a long training run.
 """
 
+import contextlib
+import csv
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -30,25 +33,42 @@ def _to_json(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically.
+@contextlib.contextmanager
+def _atomic_text(path: str | os.PathLike, newline: str | None = None) -> Iterator[TextIO]:
+    """A text file that replaces ``path`` only once fully written and synced.
 
-    The data goes to a temporary file in the same directory which then replaces
-    ``path``, so a crash mid-write never leaves a truncated file behind.
+    The data goes to a temporary file in the same directory, so a crash mid-write never
+    leaves a truncated file behind and an error keeps the previous one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, default=_to_json)
-            f.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with _atomic_text(path) as f:
+        json.dump(obj, f, indent=2, default=_to_json)
+        f.write("\n")
+
+
+def write_csv(path: str | os.PathLike, fields: Sequence[str],
+              rows: Iterable[dict[str, Any]]) -> None:
+    """Write ``rows`` as CSV with a header of ``fields``, atomically. Floats keep every
+    digit (``repr``), so values read back compare equal."""
+    with _atomic_text(path, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(fields))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
@@ -184,3 +204,59 @@ def format_summary(report: dict[str, Any], *, title: str = "Validation") -> str:
             f"  {name:<{name_width}}  " + " ".join(f"{count:>{cell_width}d}" for count in row)
         )
     return "\n".join(lines)
+
+
+TOP_LOSS_FIELDS = ("file", "actual", "predicted", "predicted_probability",
+                   "actual_probability", "loss")
+
+
+def top_losses(
+    file_names: Sequence[str],
+    labels: ArrayLike,
+    probabilities: ArrayLike,
+    class_names: Sequence[str],
+    k: int | None = None,
+) -> list[dict[str, Any]]:
+    """The misclassified examples, most confidently wrong first: the recordings worth
+    listening to first (mislabelled ones, or the model's blind spots).
+
+    Sorted by the cross-entropy loss ``-ln p(actual)``, largest first (ties keep the input
+    order), at most ``k`` of them. ``probabilities`` is ``[examples, classes]`` (softmax
+    outputs); a probability that underflowed to 0 counts as the smallest positive float64,
+    so its loss stays finite (about 708). Each row has the fields ``TOP_LOSS_FIELDS``.
+    """
+    names = [str(name) for name in class_names]
+    probs = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels)
+    n = len(file_names)
+    if probs.shape != (n, len(names)) or labels.shape != (n,):
+        raise ValueError(
+            f"Expected {n} labels and [{n}, {len(names)}] probabilities for {n} files and "
+            f"{len(names)} classes, got shapes {labels.shape} and {probs.shape}."
+        )
+    if labels.size and (not np.issubdtype(labels.dtype, np.integer)
+                        or labels.min() < 0 or labels.max() >= len(names)):
+        raise ValueError(f"labels must be class indices in [0, {len(names)}), got {labels}.")
+    if k is not None and k < 0:
+        raise ValueError(f"k must be None or non-negative, got {k}.")
+    predicted = probs.argmax(axis=1)
+    actual_probability = probs[np.arange(n), labels]
+    losses = -np.log(np.maximum(actual_probability, np.finfo(np.float64).tiny))
+    wrong = np.flatnonzero(predicted != labels)
+    order = wrong[np.argsort(-losses[wrong], kind="stable")][:k]
+    return [
+        {
+            "file": str(file_names[i]),
+            "actual": names[labels[i]],
+            "predicted": names[predicted[i]],
+            "predicted_probability": float(probs[i, predicted[i]]),
+            "actual_probability": float(actual_probability[i]),
+            "loss": float(losses[i]),
+        }
+        for i in order
+    ]
+
+
+def write_top_losses_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
+    """Write ``top_losses`` rows as CSV (header only when nothing was misclassified)."""
+    write_csv(path, TOP_LOSS_FIELDS, rows)

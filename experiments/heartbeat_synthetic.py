@@ -23,7 +23,29 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_epochs = 10
     config.batch_size = 16
     config.eval_batch_size = 64
-    config.init_from = ""  # a workdir or checkpoint whose weights start a fresh run
+    config.init_from = ""  # a workdir, checkpoint or converted weights file that starts a fresh run
+    config.init = ml_collections.ConfigDict()
+    config.init.pretrained = ""  # e.g. 'torchvision:resnet34' or a .pth/.safetensors path
+
+    # Transfer learning: parameters frozen by name pattern ('stem', 'layer1'..'layer4', 'body',
+    # 'head', or regexes over paths like 'layer2_0/conv1/kernel'), and fastai's fine_tune.
+    config.freeze = ()
+    config.freeze_norm = "train"  # BatchNorm in frozen parts: 'train' (fastai) | 'frozen'
+    config.fine_tune = ml_collections.ConfigDict()
+    config.fine_tune.unfreeze_after = 0  # epochs frozen before all unfreezes; 0 = never
+    config.fine_tune.learning_rate = 5e-4  # the unfrozen phase's one-cycle peak (head group)
+    config.fine_tune.lr_spread = 0.01  # earliest group's rate / head's (fastai's slice(lr/100, lr))
+    config.fine_tune.warmup_fraction = 0.3
+    config.fine_tune.div_factor = 5.0
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.label_smoothing = 0.0
+    config.loss.class_weights = "none"  # 'none' | 'balanced' | comma-separated, in class order
+
+    config.lr_find = ml_collections.ConfigDict()  # --mode=lr_find
+    config.lr_find.start = 1e-7
+    config.lr_find.end = 10.0
+    config.lr_find.num_steps = 100
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every_steps = 0  # also save every N steps (0: at epoch ends only)
@@ -78,6 +100,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict()
     config.model.name = "resnet18"
     config.model.in_channels = 1
+    config.model.head = "plain"  # 'plain' (avg pool + fc) | 'fastai' (concat pool, BN, dropout, 2 dense)
+    config.model.head_dropout = (0.25, 0.5)  # fastai head
+    config.model.head_hidden = 512  # fastai head
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"  # 'adam' | 'adamw'
@@ -89,4 +114,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.warmup_fraction = 0.25  # one_cycle: pct_start; cosine: linear warmup
     config.optimizer.div_factor = 25.0  # one_cycle: initial lr = peak / div_factor
     config.optimizer.final_div_factor = 1e4  # one_cycle: final lr = initial / final_div_factor
+    config.optimizer.moms = (0.95, 0.85, 0.95)  # one_cycle: beta1 at start, peak lr, end
+    config.optimizer.cycle_momentum = True  # one_cycle: cycle beta1 by `moms` (else `b1`)
+    config.optimizer.lr_spread = 1.0  # (stem+layer1-2, layer3-4, head) rates: lr*spread .. lr
     return config

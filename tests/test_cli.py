@@ -58,7 +58,7 @@ def test_default_experiment_with_tiny_overrides_writes_every_output(tmp_path):
     ("--config.optimizer.momentum=0.9", "config.optimizer.momentum is not a field"),
     ("--config.optimizer.schedule=linear", "choose one of ['constant', 'cosine', 'one_cycle']"),
     ("--config.batch_size=many", "--config.batch_size=many"),
-    ("--mode=predict", "--mode=predict"),
+    ("--mode=serve", "--mode=serve"),
 ])
 def test_bad_config_or_flag_exits_2_with_one_clear_line(tmp_path, flag, message):
     result = run_main(f"--workdir={tmp_path / 'run'}", flag, data_dir=tmp_path / "data",

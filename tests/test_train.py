@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import pytest
 
 from cnnjax.models import SimpleCNN, resnet18
@@ -15,9 +14,15 @@ from cnnjax.train import (create_train_state, cross_entropy_loss, jit_eval_step,
 def optimizer_config(**overrides) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict(dict(
         name="adam", learning_rate=1e-2, weight_decay=0.0, b1=0.9, b2=0.999,
-        schedule="constant", warmup_fraction=0.25, div_factor=25.0, final_div_factor=1e4))
+        schedule="constant", warmup_fraction=0.25, div_factor=25.0, final_div_factor=1e4,
+        lr_spread=1.0, moms=(0.95, 0.85, 0.95), cycle_momentum=False))
     config.update(overrides)
     return config
+
+
+def param_shapes(model, size: int):
+    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                             jnp.zeros((1, size, size, 1))))["params"]
 
 
 def test_constant_schedule():
@@ -54,14 +59,14 @@ def test_one_cycle_schedule_matches_the_fastai_formula():
 
 
 def test_adam_weight_decay_is_l2_and_adamw_is_decoupled():
-    params = {"w": jnp.array([2.0])}
-    grads = {"w": jnp.array([0.0])}
+    params = {"w": jnp.array([[2.0]])}  # a kernel: biases and norms (rank 1) are not decayed
+    grads = {"w": jnp.array([[0.0]])}
     for name, expected in (("adam", -1e-2), ("adamw", -1e-2 * 0.5 * 2.0)):
         # adam: the decay 0.5*2 becomes the gradient, and Adam's first step is -lr*sign(g).
         # adamw: the update is -lr * weight_decay * w next to Adam's zero step.
-        tx, _ = make_optimizer(optimizer_config(name=name, weight_decay=0.5), 10)
+        tx, _ = make_optimizer(optimizer_config(name=name, weight_decay=0.5), 10, params)
         updates, _ = tx.update(grads, tx.init(params), params)
-        assert float(updates["w"][0]) == pytest.approx(expected, rel=1e-4)
+        assert float(updates["w"][0, 0]) == pytest.approx(expected, rel=1e-4)
 
 
 def test_cross_entropy_against_hand_computed_value():
@@ -76,7 +81,7 @@ def test_train_step_overfits_one_batch_to_full_accuracy():
              "label": np.array([0, 1, 2, 0, 1, 2, 0, 1], np.int32)}
     model = SimpleCNN(num_classes=3, widths=(8, 16), dense=(32,), batch_norm=True,
                       in_channels=1)
-    tx, _ = make_optimizer(optimizer_config(learning_rate=3e-3), 100)
+    tx, _ = make_optimizer(optimizer_config(learning_rate=3e-3), 100, param_shapes(model, 16))
     state = create_train_state(model, tx, (16, 16, 1), jax.random.PRNGKey(0))
     first = None
     for _ in range(60):
@@ -90,7 +95,7 @@ def test_train_step_overfits_one_batch_to_full_accuracy():
 
 def test_resnet_train_step_donates_and_updates_every_parameter():
     model = resnet18(num_classes=2, in_channels=1)
-    tx, _ = make_optimizer(optimizer_config(), 10)
+    tx, _ = make_optimizer(optimizer_config(), 10, param_shapes(model, 32))
     state = create_train_state(model, tx, (32, 32, 1), jax.random.PRNGKey(0))
     before = jax.device_get(state.params)
     batch = {"image": np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype(np.float32),

@@ -102,7 +102,7 @@ def mel_power(frontend: MelFrontend, waveforms: jax.Array) -> jax.Array:
     settings = frontend.settings
     waveforms = jnp.asarray(waveforms)
     if waveforms.ndim < 1:
-        raise ValueError(f"log_mel_jax needs waveforms shaped [batch, samples], got a scalar; "
+        raise ValueError("log_mel_jax needs waveforms shaped [batch, samples], got a scalar; "
                          "pass an array of samples.")
     if not jnp.issubdtype(waveforms.dtype, jnp.floating):
         raise ValueError(f"log_mel_jax needs float waveforms, got dtype {waveforms.dtype}; "

@@ -19,7 +19,7 @@ from cnnjax.errors import DataError
 SUMMARY_FILE = "build_summary.json"
 
 
-def _to_int16(samples: np.ndarray) -> np.ndarray:
+def to_int16(samples: np.ndarray) -> np.ndarray:
     """soundfile's float scale (int16 / 32768), so 16-bit files round-trip exactly."""
     return np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16)
 
@@ -67,7 +67,7 @@ class _RecordingsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
                 self.index.flag("silent", entry.file_name)
             self.num_yielded += 1
             yield entry.file_name, {
-                "audio": _to_int16(samples), "sample_rate": rate,
+                "audio": to_int16(samples), "sample_rate": rate,
                 "label": entry.label, "sublabel": entry.sublabel, "group": entry.group,
                 "file_name": entry.file_name}
 

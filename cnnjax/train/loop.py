@@ -3,31 +3,39 @@ checkpoints that let the same command resume exactly, metrics and the final repo
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jax
+import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
 from cnnjax import report as reporting
-from cnnjax.checkpoint import CheckpointError, Checkpoints, load_weights
+from cnnjax.checkpoint import CheckpointError, Checkpoints
 from cnnjax.config import validate_config
 from cnnjax.data.datasets import Datasets, get_datasets
 from cnnjax.errors import DataError
+from cnnjax.evaluation import restore_best
 from cnnjax.metrics import classification_report, confusion_matrix
-from cnnjax.models.registry import get_model
-from cnnjax.train.optim import make_optimizer
+from cnnjax.tensorboard import SummaryWriter
+from cnnjax.train.lr_find import LrFindResult, lr_find, plot_lr_find
+from cnnjax.train.phases import Phase, phase_of_epoch, training_phases
 from cnnjax.train.preemption import StopRequests
+from cnnjax.train.recipe import make_loss, phase_setup
 from cnnjax.train.resume import check_resumable, config_changes
 from cnnjax.train.state import TrainState, create_train_state
-from cnnjax.train.steps import jit_eval_step, jit_train_step
+from cnnjax.train.steps import Loss, jit_eval_step, jit_train_step
+from cnnjax.train.warm_start import initial_state
 
 METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
 
 
 class TrainingDiverged(CheckpointError):
@@ -43,18 +51,19 @@ def _is_chief() -> bool:
     return jax.process_index() == 0
 
 
-def evaluate(state: TrainState, datasets: Datasets) -> tuple[float, np.ndarray]:
-    """Mean loss and confusion matrix over the validation set (padding excluded)."""
-    loss_sum, labels, predictions = 0.0, [], []
+def evaluate(state: TrainState, datasets: Datasets) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mean loss, confusion matrix and softmax probabilities (in validation order) over the
+    validation set, padding excluded."""
+    loss_sum, labels, probabilities = 0.0, [], []
     for batch in datasets.eval_batches():
         out = jax.device_get(jit_eval_step(state, batch))
         mask = out["mask"]
         loss_sum += float(out["loss"][mask].sum())
         labels.append(batch["label"][mask])
-        predictions.append(out["prediction"][mask])
-    labels, predictions = np.concatenate(labels), np.concatenate(predictions)
-    confusion = confusion_matrix(labels, predictions, len(datasets.class_names))
-    return loss_sum / len(labels), confusion
+        probabilities.append(np.asarray(jax.nn.softmax(out["logits"][mask], -1)))
+    labels, probabilities = np.concatenate(labels), np.concatenate(probabilities)
+    confusion = confusion_matrix(labels, probabilities.argmax(-1), len(datasets.class_names))
+    return loss_sum / len(labels), confusion, probabilities
 
 
 @dataclass
@@ -71,14 +80,43 @@ class Progress:
         return {**self.__dict__, "config": config.to_json(), "class_names": list(class_names)}
 
 
-def _setup(config: Any) -> tuple[Datasets, TrainState, Any]:
+@dataclass
+class Run:
+    """What the loop trains with: the data, the phases, the loss, and the current phase's
+    learning-rate schedule."""
+    datasets: Datasets
+    phases: list[Phase]
+    loss: Loss
+    phase: Phase | None = None
+    schedule: Any = None
+
+    def enter(self, config: Any, state: TrainState, epoch: int) -> TrainState:
+        """`state` with the model and optimizer of `epoch`'s phase (unchanged within one)."""
+        phase = phase_of_epoch(self.phases, epoch)
+        if phase == self.phase:
+            return state
+        d = self.datasets
+        setup = phase_setup(config, phase, len(d.class_names), d.input_shape,
+                            d.steps_per_epoch)
+        if self.phase is not None or len(self.phases) > 1:
+            _log(f"phase '{phase.name}' (epochs {phase.first_epoch}-{phase.last_epoch}): "
+                 f"{setup.frozen_count:,} parameters frozen, peak learning rate "
+                 f"{phase.optimizer.learning_rate:g}")
+        self.phase, self.schedule = phase, setup.schedule
+        return state.replace(apply_fn=setup.model.apply, tx=setup.tx)
+
+
+def _setup(config: Any) -> tuple[Run, TrainState]:
     validate_config(config)
     datasets = get_datasets(config)
-    model = get_model(config.model, num_classes=len(datasets.class_names))
-    total_steps = config.num_epochs * datasets.steps_per_epoch
-    tx, schedule = make_optimizer(config.optimizer, total_steps)
-    state = create_train_state(model, tx, datasets.input_shape, jax.random.PRNGKey(config.seed))
-    return datasets, state, schedule
+    names = datasets.class_names
+    run = Run(datasets, training_phases(config),
+              make_loss(config, datasets.train.labels, len(names)))
+    setup = phase_setup(config, run.phases[0], len(names), datasets.input_shape,
+                        datasets.steps_per_epoch)
+    state = create_train_state(setup.model, setup.tx, datasets.input_shape,
+                               jax.random.PRNGKey(config.seed))
+    return run, state
 
 
 def _checkpoints(config: Any, workdir: Path) -> Checkpoints:
@@ -89,20 +127,25 @@ def _checkpoints(config: Any, workdir: Path) -> Checkpoints:
 
 
 def _start(config: Any, workdir: Path, checkpoints: Checkpoints, state: TrainState,
-           class_names: tuple[str, ...]) -> tuple[TrainState, Progress]:
-    """Resumes from the newest readable checkpoint, or starts afresh (from `init_from`'s
-    weights when given)."""
-    restored = checkpoints.restore_newest_good(state, warn=lambda m: _log(f"warning: {m}"))
+           datasets: Datasets) -> tuple[TrainState, Progress]:
+    """Resumes from the newest readable checkpoint, or starts afresh (from pretrained or
+    another run's weights when the config names them)."""
+    class_names = datasets.class_names
+
+    def check(extra: dict[str, Any]) -> None:
+        check_resumable(config_changes(extra["config"], config), extra["class_names"],
+                        class_names)
+
+    restored = checkpoints.restore_newest_good(state, warn=lambda m: _log(f"warning: {m}"),
+                                               check=check)
     if restored is None:
-        if config.init_from:
-            state = load_weights(config.init_from, state)
-            _log(f"starting from the weights of {config.init_from}")
+        state, origin = initial_state(config, state, len(class_names), datasets.input_shape[-1])
+        _log(origin)
         return state, Progress()
     state, extra, step = restored
     changes = config_changes(extra["config"], config)
-    check_resumable(changes, extra["class_names"], class_names)
     if changes and _is_chief():
-        _log(f"resuming with changed config fields: "
+        _log("resuming with changed config fields: "
              + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()))
         reporting.append_jsonl(workdir / "config_changes.jsonl",
                                {"step": step, "changes": {k: list(v) for k, v in
@@ -112,6 +155,11 @@ def _start(config: Any, workdir: Path, checkpoints: Checkpoints, state: TrainSta
         f", {progress.steps} steps into epoch {progress.epoch}" if progress.steps else "")
     _log(f"resuming from the checkpoint at step {step} ({where})")
     return state, progress
+
+
+def _tensorboard(workdir: Path) -> contextlib.AbstractContextManager:
+    """The run's TensorBoard event file (one per launch; TensorBoard merges them by step)."""
+    return SummaryWriter(workdir / TENSORBOARD_DIR) if _is_chief() else contextlib.nullcontext()
 
 
 def _write_metrics(workdir: Path, history: list[dict[str, Any]]) -> None:
@@ -136,33 +184,38 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    datasets, state, schedule = _setup(config)
-    names = datasets.class_names
+    run, state = _setup(config)
+    datasets, names = run.datasets, run.datasets.class_names
     if _is_chief():
         (workdir / "config.json").write_text(config.to_json(indent=2))
     _log(f"{len(datasets.train)} train / {len(datasets.val)} validation examples, classes "
          f"{list(names)}, input {datasets.input_shape}, "
          f"{jax.device_count()} {jax.default_backend()} device(s)")
     checkpoints = _checkpoints(config, workdir)
-    state, progress = _start(config, workdir, checkpoints, state, names)
+    try:
+        state, progress = _start(config, workdir, checkpoints, state, datasets)
+    except BaseException:
+        checkpoints.close()  # orbax's background threads must not outlive the error message
+        raise
     if _is_chief():
         _write_metrics(workdir, progress.history)
     steps_per_epoch, every = datasets.steps_per_epoch, config.checkpoint.every_steps
     confusion = None
     try:
-        with StopRequests() as stop, tqdm(
+        with StopRequests() as stop, _tensorboard(workdir) as tensorboard, tqdm(
                 total=config.num_epochs * steps_per_epoch, unit="step", dynamic_ncols=True,
                 initial=(progress.epoch - 1) * steps_per_epoch + progress.steps,
                 file=sys.stderr, disable=not _is_chief()) as bar:
             while progress.epoch <= config.num_epochs:
                 epoch = progress.epoch
+                state = run.enter(config, state, epoch)
                 bar.set_description(f"epoch {epoch}/{config.num_epochs}")
                 epoch_started = time.perf_counter()
                 state_bytes = progress.iterator_state.encode() if progress.iterator_state \
                     else None
                 batches = datasets.train_batches(epoch, state_bytes)
                 for batch in batches:
-                    state, metrics = jit_train_step(state, batch)
+                    state, metrics = jit_train_step(state, batch, loss=run.loss)
                     loss = float(metrics["loss"])
                     if not np.isfinite(loss):
                         raise TrainingDiverged(
@@ -185,11 +238,12 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                     if every and int(state.step) % every == 0 \
                             and progress.steps < steps_per_epoch:
                         _save(checkpoints, state, progress, config, names)
-                val_loss, confusion = evaluate(state, datasets)
+                val_loss, confusion, probabilities = evaluate(state, datasets)
                 val = classification_report(confusion, names)
                 record = {
                     "epoch": epoch, "step": int(state.step),
-                    "learning_rate": float(schedule(int(state.step) - 1)),
+                    "phase": run.phase.name,
+                    "learning_rate": float(run.schedule(int(state.step) - 1)),
                     "train_loss": progress.loss_sum / progress.steps,
                     "train_accuracy": progress.accuracy_sum / progress.steps,
                     "val_loss": val_loss, "val_accuracy": val["accuracy"],
@@ -200,6 +254,9 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                 progress = Progress(epoch=epoch + 1, history=progress.history + [record])
                 if _is_chief():
                     _write_metrics(workdir, progress.history)
+                    tensorboard.scalars(record["step"], {
+                        k: v for k, v in record.items()
+                        if isinstance(v, float) and k != "epoch_seconds"})
                 _save(checkpoints, state, progress, config, names, metrics=record)
                 bar.write(f"epoch {epoch}: train loss {record['train_loss']:.4f} acc "
                           f"{record['train_accuracy']:.3f} | val loss {val_loss:.4f} acc "
@@ -209,8 +266,8 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
         checkpoints.wait()
         checkpoints.close()
     if confusion is None:  # everything was done already: evaluate the restored state
-        _, confusion = evaluate(state, datasets)
-    report = _final_report(workdir, confusion, names,
+        _, confusion, probabilities = evaluate(state, datasets)
+    report = _final_report(workdir, datasets, confusion, probabilities,
                            title=f"Validation after {config.num_epochs} epochs")
     if _is_chief():
         reporting.plot_curves(progress.history, workdir / "curves.png")
@@ -218,31 +275,67 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     return report
 
 
-def _final_report(workdir: Path, confusion: np.ndarray, class_names: tuple[str, ...],
-                  title: str) -> dict[str, Any]:
-    report = classification_report(confusion, class_names)
+def _final_report(workdir: Path, datasets: Datasets, confusion: np.ndarray,
+                  probabilities: np.ndarray, title: str) -> dict[str, Any]:
+    """`report.json`, `confusion_matrix.png` and `top_losses.csv` (the validation recordings
+    most confidently misclassified), and the summary on stdout."""
+    names = datasets.class_names
+    report = classification_report(confusion, names)
     if _is_chief():
         reporting.write_json(workdir / "report.json", report)
-        reporting.plot_confusion_matrix(confusion, class_names,
-                                        workdir / "confusion_matrix.png", title=title)
+        reporting.plot_confusion_matrix(confusion, names, workdir / "confusion_matrix.png",
+                                        title=title)
+        reporting.write_top_losses_csv(workdir / "top_losses.csv", reporting.top_losses(
+            datasets.val_file_names, datasets.val.labels, probabilities, names))
         print(reporting.format_summary(report, title=title), flush=True)
     return report
 
 
 def evaluate_checkpoint(config: Any, workdir: str | Path) -> dict[str, Any]:
-    """Evaluates the newest readable checkpoint in `workdir` on the validation set and
-    rewrites `report.json` and `confusion_matrix.png`."""
+    """Evaluates the best readable checkpoint in `workdir` (by config.checkpoint.best_metric;
+    the newest without one) on the validation set and rewrites the reports."""
     workdir = Path(workdir)
-    datasets, state, _ = _setup(config)
+    run, state = _setup(config)
     checkpoints = _checkpoints(config, workdir)
     try:
-        restored = checkpoints.restore_newest_good(state, warn=lambda m: _log(f"warning: {m}"))
+        restored = restore_best(checkpoints, state, warn=lambda m: _log(f"warning: {m}"))
     finally:
         checkpoints.close()
     if restored is None:
         raise DataError(f"{workdir / 'checkpoints'} holds no checkpoint: train first with "
                         f"--mode=train --workdir={workdir}.")
     state, _, step = restored
-    _, confusion = evaluate(state, datasets)
-    return _final_report(workdir, confusion, datasets.class_names,
+    _, confusion, probabilities = evaluate(state, run.datasets)
+    return _final_report(workdir, run.datasets, confusion, probabilities,
                          title=f"Validation, checkpoint at step {step}")
+
+
+def find_learning_rate(config: Any, workdir: str | Path) -> LrFindResult:
+    """`--mode=lr_find`: the learning-rate range test on the first phase's setup (what is
+    frozen stays frozen), from the weights a fresh run would start with. Writes
+    `lr_find.png` and `lr_find.json` and prints the suggestion; no checkpoint is touched."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    unit = ml_collections.ConfigDict(config.to_dict())
+    unit.optimizer.learning_rate, unit.optimizer.schedule = 1.0, "constant"
+    unit.fine_tune.unfreeze_after = 0
+    run, state = _setup(unit)
+    state, origin = initial_state(config, state, len(run.datasets.class_names),
+                                  run.datasets.input_shape[-1])
+    _log(f"{origin}; sweeping the learning rate from {config.lr_find.start:g} to "
+         f"{config.lr_find.end:g} over at most {config.lr_find.num_steps} steps")
+
+    def batches() -> Iterator[dict[str, Any]]:
+        for epoch in itertools.count(1):
+            yield from run.datasets.train_batches(epoch)
+
+    result = lr_find(state, batches(), start=config.lr_find.start, end=config.lr_find.end,
+                     num_steps=config.lr_find.num_steps, loss=run.loss)
+    if _is_chief():
+        plot_lr_find(result, workdir / "lr_find.png")
+        reporting.write_json(workdir / "lr_find.json", result.as_dict())
+    stopped = "stopped at divergence" if result.diverged else "did not diverge"
+    print(f"lr_find: {len(result.learning_rates)} steps, {stopped}; suggested learning rate "
+          f"{result.suggestion:.2e} ({result.rule}). Plot: {workdir / 'lr_find.png'}",
+          flush=True)
+    return result

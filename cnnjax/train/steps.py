@@ -3,17 +3,21 @@
 A batch is `{'image': [B, H, W, C] float32, 'label': [B] int32}`; a mixup batch adds
 `mix_label` and `mix_weight`; an eval batch may carry a boolean `mask` marking its real
 examples (padding keeps one compiled shape).
-`jit_train_step` donates the incoming state, so its buffers are reused for the new one.
+`jit_train_step` donates the incoming state, so its buffers are reused for the new one, and
+compiles once per `Loss` (a static argument).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from cnnjax.errors import ConfigError, DataError
 from cnnjax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -25,28 +29,107 @@ def cross_entropy_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
-def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+@dataclass(frozen=True)
+class Loss:
+    """The training loss: torch.nn.CrossEntropyLoss(weight=class_weights,
+    label_smoothing=label_smoothing) with its default mean reduction. Hashable, so it can be
+    a static argument of a jitted step.
+
+    For example i with label y, C classes, smoothing e and class weights w (all 1 when None):
+
+        numerator_i   = (1 - e) * w[y] * -log p_i[y] + (e / C) * sum_c w[c] * -log p_i[c]
+        denominator_i = w[y]
+
+    and the batch loss is sum(numerator) / sum(denominator). That is torch's definition: its
+    weighted mean divides by the summed weights of the targets, and with smoothing the class
+    weights scale the smoothing term too. Unweighted, it is the plain mean over examples.
+
+    A mixup example (label y, `mix_label` y', `mix_weight` m) mixes both terms with the same
+    weights, numerator m * numerator(y) + (1 - m) * numerator(y') and denominator
+    m * w[y] + (1 - m) * w[y'], so m = 1 is torch's loss on y alone and, unweighted, the
+    loss is the mean of m * CE(y) + (1 - m) * CE(y').
+    """
+    label_smoothing: float = 0.0
+    class_weights: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.label_smoothing <= 1.0:
+            raise ConfigError(f"label_smoothing={self.label_smoothing!r} must lie in [0, 1].")
+        if self.class_weights is not None:  # a list from a config would not hash
+            object.__setattr__(self, "class_weights",
+                               tuple(float(w) for w in self.class_weights))
+
+    def __call__(self, logits: jax.Array, labels: jax.Array, mix_labels: jax.Array | None = None,
+                 mix_weight: jax.Array | None = None) -> jax.Array:
+        """The batch's scalar loss; `mix_labels` and `mix_weight` ([B]) for a mixup batch."""
+        numerator, denominator = self.terms(logits, labels)
+        if mix_labels is not None:
+            mix_numerator, mix_denominator = self.terms(logits, mix_labels)
+            numerator = mix_weight * numerator + (1 - mix_weight) * mix_numerator
+            denominator = mix_weight * denominator + (1 - mix_weight) * mix_denominator
+        if self.class_weights is None:
+            return numerator.mean()
+        return numerator.sum() / denominator.sum()
+
+    def terms(self, logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Per-example numerator and denominator ([B] each) of the batch loss, in float32."""
+        logits = logits.astype(jnp.float32)
+        numerator = cross_entropy_loss(logits, labels)
+        if self.class_weights is None:
+            weights, denominator = None, jnp.ones_like(numerator)
+        else:
+            if len(self.class_weights) != logits.shape[-1]:
+                raise ConfigError(f"class_weights has {len(self.class_weights)} entries for "
+                                  f"{logits.shape[-1]} classes.")
+            weights = jnp.asarray(self.class_weights, jnp.float32)
+            denominator = weights[labels]
+            numerator = denominator * numerator
+        if self.label_smoothing:
+            neg_log_p = -jax.nn.log_softmax(logits)
+            if weights is not None:
+                neg_log_p = neg_log_p * weights
+            smooth = neg_log_p.sum(-1) / logits.shape[-1]
+            numerator = (1 - self.label_smoothing) * numerator + self.label_smoothing * smooth
+        return numerator, denominator
+
+
+def balanced_class_weights(labels: Sequence[int] | np.ndarray,
+                           num_classes: int) -> tuple[float, ...]:
+    """sklearn's 'balanced' weights, n / (num_classes * count_c): every class then carries
+    the same total weight in the loss. Raises DataError when a class has no example."""
+    labels = np.asarray(labels, np.int64).ravel()
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"labels must lie in [0, {num_classes}); found "
+                        f"{labels.min()}..{labels.max()}.")
+    counts = np.bincount(labels, minlength=num_classes)
+    empty = np.flatnonzero(counts == 0).tolist()
+    if empty:
+        raise DataError(f"classes {empty} have no examples; balanced class weights need at "
+                        f"least one example of each of the {num_classes} classes.")
+    return tuple(float(w) for w in labels.size / (num_classes * counts))
+
+
+def train_step(state: TrainState, batch: Batch,
+               loss: Loss = Loss()) -> tuple[TrainState, Metrics]:
     """One optimizer step on `batch` with BatchNorm in train mode (batch statistics used,
-    running averages updated). Returns the new state and the batch's mean loss/accuracy."""
+    running averages updated, except in a model's `frozen_norms`). Returns the new state
+    and the batch's `loss` (as `loss` defines it) and accuracy."""
     dropout_rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
         logits, updates = state.apply_fn(
             {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
             mutable=["batch_stats"], rngs={"dropout": dropout_rng})
-        loss = cross_entropy_loss(logits, batch["label"])
-        if "mix_label" in batch:
-            weight = batch["mix_weight"]
-            loss = weight * loss + (1 - weight) * cross_entropy_loss(logits, batch["mix_label"])
-        return loss.mean(), (logits, updates["batch_stats"])
+        value = loss(logits, batch["label"], batch.get("mix_label"), batch.get("mix_weight"))
+        return value, (logits, updates["batch_stats"])
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (value, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               batch_stats=batch_stats, opt_state=opt_state)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-    return new_state, {"loss": loss, "accuracy": accuracy}
+    return new_state, {"loss": value, "accuracy": accuracy}
 
 
 def eval_step(state: TrainState, batch: Batch) -> Metrics:
@@ -59,5 +142,5 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
             "prediction": jnp.argmax(logits, -1), "logits": logits, "mask": mask}
 
 
-jit_train_step = jax.jit(train_step, donate_argnums=0)
+jit_train_step = jax.jit(train_step, donate_argnums=0, static_argnames="loss")
 jit_eval_step = jax.jit(eval_step)

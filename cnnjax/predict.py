@@ -1,0 +1,196 @@
+"""`predict(config, workdir, inputs)`: class probabilities for new recordings from a trained
+run's best checkpoint, written to `<workdir>/predictions.csv`.
+
+A recording takes the path a validation recording takes in training: read (cut at
+`config.data.max_seconds`), held as 16-bit samples, resampled, turned into a log-mel with
+the run's frontend, and its centre `config.data.crop_seconds` window made an image; so a
+validation file gets exactly the probabilities evaluation computed for it. With
+`windows='all'` the softmax is averaged instead over consecutive windows covering the whole
+recording (the last one moved back to end with it), which looks at all of a long recording
+but no longer equals evaluation for recordings longer than one window.
+
+The CSV has the columns `file`, `predicted`, one probability per class (the class names)
+and `error`: empty, or why the file could not be read (its other cells are then empty).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from cnnjax import report as reporting
+from cnnjax.audio.features import crop_frames
+from cnnjax.audio.io import AudioError, read_audio
+from cnnjax.checkpoint import Checkpoints
+from cnnjax.config import validate_config
+from cnnjax.data.builders import to_int16
+from cnnjax.data.datasets import Recordings, image_settings, mel_settings, spectrograms
+from cnnjax.data.feature_cache import FeatureCache
+from cnnjax.data.pipeline import ImageSettings, spectrogram_image
+from cnnjax.errors import DataError
+from cnnjax.evaluation import abstract_variables, best_variables
+from cnnjax.models.registry import get_model
+
+PREDICTIONS_FILE = "predictions.csv"
+WINDOWS = ("centre", "all")
+
+
+def _log(message: str) -> None:
+    print(f"cnnjax: {message}", file=sys.stderr, flush=True)
+
+
+def saved_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The config a run was trained with (its `config.json`)."""
+    path = Path(workdir) / "config.json"
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: train a run in {workdir} first, or name "
+                        f"its experiment with --config.")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def input_files(inputs: str | Sequence[str]) -> list[str]:
+    """The files `inputs` names: each entry a path, or a glob (`**` recursive) whose matches
+    are sorted. A glob matching nothing is an error, lest a typo give an empty table."""
+    files = []
+    for pattern in [inputs] if isinstance(inputs, str) else inputs:
+        pattern = os.path.expanduser(pattern)
+        if not glob.has_magic(pattern):
+            files.append(pattern)
+            continue
+        matches = sorted(path for path in glob.glob(pattern, recursive=True)
+                         if os.path.isfile(path))
+        if not matches:
+            raise DataError(f"{pattern} matches no file.")
+        files.extend(matches)
+    if not files:
+        raise DataError("no input files given: pass --predict.inputs='recordings/*.wav'.")
+    return files
+
+
+def window_starts(frames: int, width: int, windows: str) -> list[int | None]:
+    """Where each window of a `frames`-long spectrogram starts; None: the centre window
+    (padded with silence when the recording is shorter), as evaluation takes it."""
+    if windows == "centre" or frames <= width:
+        return [None]
+    return [min(i * width, frames - width) for i in range(math.ceil(frames / width))]
+
+
+def window_images(spectrogram: np.ndarray, image: ImageSettings, windows: str
+                  ) -> list[np.ndarray]:
+    """The model inputs of one recording, cut and scaled as evaluation's `CentreWindow`."""
+    return [spectrogram_image(crop_frames(spectrogram, image.crop_frames, start), image)
+            for start in window_starts(spectrogram.shape[1], image.crop_frames, windows)]
+
+
+def read_spectrograms(paths: Sequence[str], config: Any
+                      ) -> tuple[list[np.ndarray | None], list[str]]:
+    """Each file's log-mel as training computes it (not cached: new files would only fill
+    the cache), or None and the reason it cannot be read."""
+    records, errors = [], []
+    for path in paths:
+        try:
+            samples, rate = read_audio(path, config.data.max_seconds)
+        except AudioError as error:
+            errors.append(str(error).removeprefix(f"{error.path}: "))
+            continue
+        records.append({"audio": to_int16(samples), "sample_rate": rate})
+        errors.append("")
+    mel = mel_settings(config)
+    computed = iter(spectrograms(Recordings((), records, {}), mel,
+                                 FeatureCache(None, {}), config.audio.frontend))
+    return [None if error else next(computed) for error in errors], errors
+
+
+def probabilities(model: Any, variables: dict[str, Any], images: np.ndarray,
+                  batch_size: int) -> np.ndarray:
+    """Softmax of the eval-mode model over `images`, in batches of `batch_size` (the last
+    one zero-padded, so one shape is compiled)."""
+    forward = jax.jit(lambda v, x: jax.nn.softmax(
+        model.apply(v, x, train=False).astype(jnp.float32), axis=-1))
+    variables = jax.device_put(variables)
+    results = []
+    for first in range(0, len(images), batch_size):
+        batch = images[first:first + batch_size]
+        padded = np.zeros((batch_size, *images.shape[1:]), np.float32)
+        padded[:len(batch)] = batch
+        results.append(np.asarray(forward(variables, padded))[:len(batch)])
+    return np.concatenate(results)
+
+
+def load_best(config: Any, workdir: Path, input_shape: tuple[int, ...]
+              ) -> tuple[Any, dict[str, Any], list[str], int]:
+    """The model, the variables of the run's best readable checkpoint, its class names and
+    its step. The class count comes from the checkpoint, so no training data is read."""
+    def model_for(extra: dict[str, Any]) -> Any:
+        return get_model(config.model, num_classes=len(extra["class_names"]))
+
+    missing = DataError(f"{workdir / 'checkpoints'} holds no checkpoint: train first with "
+                        f"--mode=train --workdir={workdir}.")
+    if not (workdir / "checkpoints").is_dir():
+        raise missing
+    c = config.checkpoint
+    checkpoints = Checkpoints(workdir / "checkpoints", max_to_keep=c.max_to_keep,
+                              best_metric=c.best_metric, best_mode=c.best_mode,
+                              asynchronous=False)
+    try:
+        found = best_variables(checkpoints, lambda extra: abstract_variables(
+            model_for(extra), input_shape), warn=lambda m: _log(f"warning: {m}"))
+    finally:
+        checkpoints.close()
+    if found is None:
+        raise missing
+    variables, extra, step = found
+    return model_for(extra), variables, [str(name) for name in extra["class_names"]], step
+
+
+def predict(config: Any, workdir: str | Path, inputs: str | Sequence[str],
+            windows: str = "centre") -> Path:
+    """Writes `<workdir>/predictions.csv` for the recordings `inputs` names (paths or globs)
+    with the best checkpoint of the run in `workdir`, and returns its path."""
+    if windows not in WINDOWS:
+        raise ValueError(f"windows={windows!r} is not one of {WINDOWS}.")
+    validate_config(config)
+    workdir = Path(workdir)
+    paths = input_files(inputs)
+    image = image_settings(config, mel_settings(config))
+    model, variables, class_names, step = load_best(
+        config, workdir, (*image.image_size, image.channels))
+
+    specs, errors = read_spectrograms(paths, config)
+    images, owner = [], []
+    for i, spectrogram in enumerate(specs):
+        if spectrogram is not None:
+            window = window_images(spectrogram, image, windows)
+            images += window
+            owner += [i] * len(window)
+    rows = [{"file": path, "predicted": "", "error": error}
+            for path, error in zip(paths, errors)]
+    if images:
+        probs = probabilities(model, variables, np.stack(images), config.eval_batch_size)
+        owner = np.asarray(owner)
+        for i in np.unique(owner):
+            mean = probs[owner == i].mean(axis=0)
+            rows[i].update(predicted=class_names[int(mean.argmax())],
+                           **{name: float(p) for name, p in zip(class_names, mean)})
+    path = workdir / PREDICTIONS_FILE
+    reporting.write_csv(path, ["file", "predicted", *class_names, "error"], rows)
+    for file, error in zip(paths, errors):
+        if error:
+            _log(f"skipped {file}: {error}")
+    readable = sum(not error for error in errors)
+    _log(f"predicted {readable} of {len(paths)} recordings with the checkpoint at step "
+         f"{step} ({windows} window{'s' if windows == 'all' else ''}); written to {path}")
+    if not readable:
+        raise DataError(f"none of the {len(paths)} inputs could be read; see {path}.")
+    return path

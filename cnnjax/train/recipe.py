@@ -1,0 +1,91 @@
+"""From an experiment config to what a training phase runs: the model (which BatchNorm layers
+stay frozen), the optimizer (which parameters are frozen, the learning rates per group, the
+schedule), and the loss (label smoothing, class weights)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+
+from cnnjax.errors import ConfigError
+from cnnjax.models.norms import norm_paths
+from cnnjax.models.registry import get_model
+from cnnjax.train.optim import make_optimizer
+from cnnjax.train.param_groups import (frozen_mask, matches, param_paths,
+                                       unmatched_patterns)
+from cnnjax.train.phases import Phase
+from cnnjax.train.steps import Loss, balanced_class_weights
+
+FREEZE_NORM_MODES = ("train", "frozen")
+
+
+def make_loss(config: Any, train_labels: np.ndarray, num_classes: int) -> Loss:
+    """`config.loss`: label smoothing, and class weights 'none', 'balanced' (n / (k * n_c)
+    over the training labels) or explicit numbers in class order."""
+    spec = str(config.loss.class_weights).strip()
+    if spec in ("", "none"):
+        weights = None
+    elif spec == "balanced":
+        weights = balanced_class_weights(train_labels, num_classes)
+    else:
+        try:
+            weights = tuple(float(w) for w in spec.split(","))
+        except ValueError:
+            weights = ()
+        if len(weights) != num_classes or min(weights) <= 0:
+            raise ConfigError(f"config.loss.class_weights={spec!r} must be 'none', 'balanced' "
+                              f"or {num_classes} positive comma-separated numbers.")
+    return Loss(label_smoothing=float(config.loss.label_smoothing), class_weights=weights)
+
+
+@dataclass(frozen=True)
+class PhaseSetup:
+    model: nn.Module
+    tx: optax.GradientTransformation
+    schedule: Callable[[int], Any]  # the head group's learning rate at a global step
+    frozen_count: int  # parameters (scalars) that do not train in this phase
+
+
+def _frozen(phase: Phase, params: Any, norms: list[str], freeze_norm: str) -> Any:
+    """The phase's frozen mask. In 'train' mode BatchNorm parameters keep training in frozen
+    parts (fastai's default), so only the other frozen parameters are masked."""
+    unmatched = unmatched_patterns(params, phase.freeze)
+    if unmatched:
+        raise ConfigError(f"config.freeze patterns {unmatched} match no parameter of the model.")
+    frozen = frozen_mask(params, phase.freeze)
+    if freeze_norm == "train":
+        owners = set(norms)
+        frozen = jax.tree.map(lambda is_frozen, path: is_frozen and
+                              path.rsplit("/", 1)[0] not in owners,
+                              frozen, param_paths(params))
+    return frozen
+
+
+def phase_setup(config: Any, phase: Phase, num_classes: int, input_shape: tuple[int, ...],
+                steps_per_epoch: int) -> PhaseSetup:
+    """The model and optimizer of `phase`; the optimizer state's structure is the same for
+    every phase, so a run carries it from one to the next."""
+    if config.freeze_norm not in FREEZE_NORM_MODES:
+        raise ConfigError(f"config.freeze_norm={config.freeze_norm!r} is not valid; choose "
+                          f"one of {list(FREEZE_NORM_MODES)}.")
+    plain = get_model(config.model, num_classes=num_classes)
+    shapes = jax.eval_shape(lambda: plain.init(jax.random.PRNGKey(0),
+                                               jax.numpy.zeros((1, *input_shape)), train=False))
+    params, norms = shapes["params"], norm_paths(shapes)
+    frozen = _frozen(phase, params, norms, config.freeze_norm)
+    frozen_norms: tuple[str, ...] = ()
+    if config.freeze_norm == "frozen" and phase.freeze:
+        frozen_norms = tuple(n for n in norms if matches(f"{n}/scale", phase.freeze))
+    model = get_model({**config.model.to_dict(), "frozen_norms": frozen_norms},
+                      num_classes=num_classes) if frozen_norms else plain
+    tx, schedule = make_optimizer(
+        phase.optimizer, phase.num_epochs * steps_per_epoch, params, frozen=frozen,
+        start_step=(phase.first_epoch - 1) * steps_per_epoch)
+    frozen_count = sum(int(np.prod(p.shape)) for p, f in
+                       zip(jax.tree.leaves(params), jax.tree.leaves(frozen)) if f)
+    return PhaseSetup(model, tx, schedule, frozen_count)

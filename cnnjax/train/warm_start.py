@@ -1,0 +1,55 @@
+"""The weights a fresh run starts from: its own random initialisation, ImageNet weights
+(`config.init.pretrained`), or another run's (`config.init_from`). Optimizer state and step
+always start fresh; resuming a run is the checkpoints' job, not this."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from cnnjax.checkpoint import load_weights
+from cnnjax.errors import ConfigError
+from cnnjax.pretrained import load_torchvision
+from cnnjax.train.state import TrainState
+
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".safetensors", ".npz")
+
+
+def _with_variables(state: TrainState, variables: dict[str, Any], source: str) -> TrainState:
+    """`state` with `variables` in place of its params and batch_stats, which must match in
+    names and shapes. A model with its own head (no torchvision `fc`) keeps its freshly
+    initialised head and takes the body alone."""
+    merged = {}
+    for name in ("params", "batch_stats"):
+        own, ported = getattr(state, name), dict(variables[name])
+        if "fc" not in own:
+            ported.pop("fc", None)
+            ported.update({key: value for key, value in own.items() if key == "head"})
+        if jax.tree.map(jnp.shape, ported) != jax.tree.map(jnp.shape, dict(own)):
+            raise ConfigError(f"the weights of {source} do not fit config.model "
+                              f"({name} differ in names or shapes); use the torchvision "
+                              f"architecture of the file.")
+        merged[name] = jax.tree.map(jnp.asarray, ported)
+    return state.replace(**merged)
+
+
+def initial_state(config: Any, state: TrainState, num_classes: int,
+                  in_channels: int) -> tuple[TrainState, str]:
+    """`state` with the weights the config asks a fresh run to start from, and a line that
+    says which. Pretrained classifiers are replaced (seeded) when the class count differs;
+    a one-channel input gets the RGB stem summed over its channels."""
+    pretrained, init_from = config.init.pretrained, config.init_from
+    if pretrained and init_from:
+        raise ConfigError("config.init.pretrained and config.init_from both name starting "
+                          "weights; keep one.")
+    source = pretrained or init_from
+    if not source:
+        return state, "starting from a random initialisation"
+    if pretrained or Path(init_from).suffix in WEIGHT_FILE_SUFFIXES:
+        variables = load_torchvision(source, config.model.name, num_classes=num_classes,
+                                     in_channels=in_channels, seed=config.seed)
+        return _with_variables(state, variables, source), f"starting from the weights {source}"
+    return load_weights(init_from, state), f"starting from the weights of the run {init_from}"
