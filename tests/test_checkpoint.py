@@ -171,7 +171,7 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_its_good_checkpoints(tm
                  "--config.optimizer.schedule=constant")
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert "the training loss is nan at step" in last or "the training loss is inf" in last
+    assert "training diverged at step" in last, last
     step = int(last.split(" at step ")[1].split()[0])
     saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert all(s < step for s in saved)

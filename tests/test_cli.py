@@ -46,11 +46,17 @@ def test_default_experiment_with_tiny_overrides_writes_every_output(tmp_path):
     assert "resuming from the checkpoint at step 6 (2 epochs done)" in again.stderr
     assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 2
 
+    # --mode=eval re-evaluates the best checkpoint by val_accuracy (the newer one on a tie).
     evaluated = run_main(f"--workdir={workdir}", "--mode=eval", *TINY,
                          data_dir=tmp_path / "data")
     assert evaluated.returncode == 0, evaluated.stderr
-    assert json.loads((workdir / "report.json").read_text())["confusion_matrix"] == \
-        report["confusion_matrix"]
+    best = max(epochs, key=lambda e: (e["val_accuracy"], e["step"]))
+    assert f"checkpoint at step {best['step']}" in evaluated.stdout
+    reevaluated = json.loads((workdir / "report.json").read_text())
+    assert reevaluated["accuracy"] == pytest.approx(best["val_accuracy"])
+    assert reevaluated["balanced_accuracy"] == pytest.approx(best["val_balanced_accuracy"])
+    if best["epoch"] == 2:
+        assert reevaluated["confusion_matrix"] == report["confusion_matrix"]
 
 
 @pytest.mark.parametrize("flag, message", [

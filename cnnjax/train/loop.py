@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cnnjax import report as reporting
-from cnnjax.checkpoint import CheckpointError, Checkpoints
+from cnnjax.checkpoint import CheckpointError, Checkpoints, is_finite
 from cnnjax.config import validate_config
 from cnnjax.data.datasets import Datasets, get_datasets
 from cnnjax.errors import DataError
@@ -39,7 +39,7 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 class TrainingDiverged(CheckpointError):
-    """The loss became NaN or Inf."""
+    """The loss or the parameters became NaN or Inf."""
 
 
 def _log(message: str) -> None:
@@ -171,8 +171,20 @@ def _write_metrics(workdir: Path, history: list[dict[str, Any]]) -> None:
     partial.replace(path)
 
 
+def _diverged(what: str, state: TrainState, epoch: int,
+              checkpoints: Checkpoints) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"training diverged at step {int(state.step)} (epoch {epoch}): {what}; nothing from "
+        f"this step on was saved, the newest checkpoint is step {checkpoints.latest_step()}. "
+        f"Lower config.optimizer.learning_rate and run again.")
+
+
 def _save(checkpoints: Checkpoints, state: TrainState, progress: Progress, config: Any,
           class_names: tuple[str, ...], metrics: dict[str, float] | None = None) -> None:
+    """Saves a checkpoint; a state whose parameters went NaN or Inf (while its loss, computed
+    before the update, was still finite) ends the run as diverged instead."""
+    if not is_finite({"params": state.params, "batch_stats": state.batch_stats}):
+        raise _diverged("the parameters hold NaN or Inf", state, progress.epoch, checkpoints)
     checkpoints.save(state, progress.extra(config, class_names), metrics)
 
 
@@ -218,11 +230,8 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                     state, metrics = jit_train_step(state, batch, loss=run.loss)
                     loss = float(metrics["loss"])
                     if not np.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"the training loss is {loss} at step {int(state.step)} (epoch "
-                            f"{epoch}); nothing from this step on was saved, the newest "
-                            f"checkpoint is step {checkpoints.latest_step()}. Lower "
-                            f"config.optimizer.learning_rate and run again.")
+                        raise _diverged(f"the training loss is {loss}", state, epoch,
+                                        checkpoints)
                     progress.loss_sum += loss
                     progress.accuracy_sum += float(metrics["accuracy"])
                     progress.steps += 1
