@@ -40,10 +40,24 @@ def _quiet_asyncio() -> Iterator[None]:
         logger.setLevel(level)
 
 
+class _OrbaxReadsNeverRetrieved(logging.Filter):
+    """A failed restore leaves orbax's other concurrent reads failing too; asyncio logs each
+    as 'Task exception was never retrieved' when it is garbage-collected, possibly after the
+    run's own error message. Our warning or error has said it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("exception was never retrieved" in message and "orbax" in message)
+
+
 def _ignore_reads_into_closed_loop() -> None:
     """After a failed restore, tensorstore's still-pending reads complete into orbax's closed
     event loop, and each reports a 'RuntimeError: Event loop is closed' traceback as an
-    unraisable exception, some of them long after. They carry nothing; our warning says it."""
+    unraisable exception, some of them long after. They carry nothing; our warning says it.
+    The same reads' 'never retrieved' errors are filtered from asyncio's log."""
+    asyncio_logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _OrbaxReadsNeverRetrieved) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(_OrbaxReadsNeverRetrieved())
     previous = sys.unraisablehook
     if getattr(previous, "ignores_closed_loop", False):
         return
@@ -58,15 +72,19 @@ def _ignore_reads_into_closed_loop() -> None:
     sys.unraisablehook = hook
 
 
-class _SavesBetweenEpochsHaveNoMetrics(logging.Filter):
-    """orbax warns at every save without metrics once a best metric is tracked; saves
-    between epochs (every_steps, preemption) never have one, by design."""
+class _ExpectedOrbaxWarnings(logging.Filter):
+    """orbax warns at every save without metrics once a best metric is tracked (saves
+    between epochs, every_steps or preemption, never have one, by design), and when a state
+    item's own metadata file is absent (the manager keeps it one folder up)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "did not provide metrics" not in record.getMessage()
+        message = record.getMessage()
+        return not ("did not provide metrics" in message
+                    or ("Metadata file does not exist" in message
+                        and message.rstrip().endswith("_CHECKPOINT_METADATA")))
 
 
-logging.getLogger("absl").addFilter(_SavesBetweenEpochsHaveNoMetrics())
+logging.getLogger("absl").addFilter(_ExpectedOrbaxWarnings())
 
 
 class CheckpointError(CnnjaxError):
@@ -209,6 +227,26 @@ class Checkpoints:
         self.manager.close()
 
 
+def read_state_arrays(item: str | Path, names: tuple[str, ...] = ("params", "batch_stats")
+                      ) -> dict[str, Any]:
+    """Entries `names` of a saved train state (`<step>/state`) as arrays on this process's
+    first device, whatever devices wrote them: a run sharded over 8 GPUs or several hosts
+    reads back on a laptop. The optimizer state is not read."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    with ocp.StandardCheckpointer() as checkpointer:
+        saved = checkpointer.metadata(item).item_metadata
+    missing = [name for name in names if name not in saved]
+    if missing:
+        raise CheckpointError(f"{item} holds no {missing[0]}.")
+    target = {name: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
+                                                                 sharding=device),
+                                 dict(saved[name])) for name in names}
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        return checkpointer.restore(item, args=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=True))
+
+
 def load_weights(path: str | Path, state: TrainState) -> TrainState:
     """`state` with params and batch_stats from a workdir (its newest checkpoint) or a
     checkpoint folder (`<workdir>/checkpoints/<step>`); optimizer state and step stay fresh."""
@@ -225,8 +263,7 @@ def load_weights(path: str | Path, state: TrainState) -> TrainState:
                                   f"checkpoint; config.init_from names one of those.")
         item = path / str(steps[-1]) / "state"
     target = {"params": state.params, "batch_stats": state.batch_stats}
-    with ocp.StandardCheckpointer() as checkpointer:
-        saved = checkpointer.restore(item)
+    saved = read_state_arrays(item)
     for name, wanted in target.items():
         if jax.tree.map(np.shape, wanted) != jax.tree.map(np.shape, saved.get(name, {})):
             raise CheckpointError(f"{item}: its {name} do not fit this model (names or shapes "

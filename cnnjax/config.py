@@ -11,7 +11,9 @@ from cnnjax.data.pascal import SUBSETS
 from cnnjax.data.pipeline import NORMALIZATIONS
 from cnnjax.errors import ConfigError
 from cnnjax.models.registry import MODELS
+from cnnjax.parallel import PARALLEL_MODES
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
+from cnnjax.train.recipe import COMPUTE_DTYPES
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "data.name": tuple(SOURCES),
@@ -23,8 +25,11 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "optimizer.name": OPTIMIZERS,
     "optimizer.schedule": SCHEDULES,
     "checkpoint.best_mode": ("max", "min"),
+    "parallel": PARALLEL_MODES,
+    "dtype": tuple(COMPUTE_DTYPES),
 }
-POSITIVE = ("num_epochs", "batch_size", "eval_batch_size", "optimizer.learning_rate",
+POSITIVE = ("num_epochs", "batch_size", "eval_batch_size", "grad_accum_steps",
+            "log_every_steps", "optimizer.learning_rate",
             "audio.sample_rate", "audio.hop_length", "audio.n_mels", "data.crop_seconds")
 FRACTIONS = ("data.val_fraction", "optimizer.warmup_fraction")
 

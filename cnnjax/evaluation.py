@@ -9,9 +9,8 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
-from cnnjax.checkpoint import CheckpointError, Checkpoints
+from cnnjax.checkpoint import CheckpointError, Checkpoints, read_state_arrays
 from cnnjax.train.state import TrainState
 
 Warn = Callable[[str], None]
@@ -41,13 +40,10 @@ def restore_best(checkpoints: Checkpoints, state: TrainState, warn: Warn
 
 
 def read_variables(step_dir: Path, abstract: dict[str, Any]) -> dict[str, Any]:
-    """Only `params` and `batch_stats` of a saved train state, as numpy arrays; they must
-    have the names and shapes of `abstract` (no optimizer state is read, so no optimizer
-    needs to be built)."""
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        variables = checkpointer.restore(step_dir / "state", args=ocp.args.PyTreeRestore(
-            item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-            partial_restore=True))
+    """Only `params` and `batch_stats` of a saved train state (no optimizer is needed), on
+    this process's first device whatever devices wrote them; they must have the names and
+    shapes of `abstract`."""
+    variables = read_state_arrays(step_dir / "state")
     if jax.tree.map(np.shape, variables) != jax.tree.map(np.shape, abstract):
         raise CheckpointError(f"{step_dir}: its variables do not fit the model of the config "
                               f"(names or shapes differ).")

@@ -40,6 +40,11 @@ def _define_flags() -> None:
                       "eval: evaluate the workdir's best checkpoint; lr_find: sweep the "
                       "learning rate and suggest one; predict: classify --predict.inputs "
                       "with the workdir's best checkpoint.")
+    flags.DEFINE_string("coordinator_address", "", "Several processes: host:port of process "
+                        "0 (else JAX_COORDINATOR_ADDRESS, or found under SLURM, Open MPI and "
+                        "TPU pods).")
+    flags.DEFINE_integer("num_processes", 0, "Several processes: how many in all.")
+    flags.DEFINE_integer("process_id", -1, "Several processes: this one's index, 0 first.")
     flags.DEFINE_list("predict.inputs", [], "--mode=predict: recordings to classify, as "
                       "comma-separated paths or globs ('**' recursive).")
     flags.DEFINE_enum("predict.windows", "centre", ["centre", "all"],
@@ -120,8 +125,14 @@ def main(argv: list[str]) -> None:
         # Library INFO logs (orbax writes a dozen lines per checkpoint) drown the progress
         # bar; --verbosity=0 brings them back.
         logging.set_verbosity(logging.WARNING)
+    from cnnjax.parallel import initialize_distributed
     from cnnjax.train.loop import evaluate_checkpoint, find_learning_rate, train_and_evaluate
 
+    try:
+        initialize_distributed(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
+                               flags.FLAGS.process_id)
+    except ConfigError as error:
+        _fail(str(error), 2)
     config = flags.FLAGS["config"].value
     workdir = flags.FLAGS.workdir or Path("runs") / Path(
         config_flags.get_config_filename(flags.FLAGS["config"])).stem

@@ -23,6 +23,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_epochs = 10
     config.batch_size = 16
     config.eval_batch_size = 64
+    # Batch sizes are global: split over every device of every process.
+    config.parallel = "jit"  # 'jit' (sharded over a device mesh) | 'pmap' (replicated per device)
+    config.dtype = "float32"  # | 'bfloat16': convolutions and matmuls; parameters stay float32
+    config.grad_accum_steps = 1  # >1: the batch runs as this many micro-batches, one update
+    config.log_every_steps = 10  # the host reads the loss (and checks it is finite) this often
     config.init_from = ""  # a workdir, checkpoint or converted weights file that starts a fresh run
     config.init = ml_collections.ConfigDict()
     config.init.pretrained = ""  # e.g. 'torchvision:resnet34' or a .pth/.safetensors path

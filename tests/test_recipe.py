@@ -4,7 +4,6 @@ BatchNorm modes, the loss from config.loss, and the learning-rate range test."""
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

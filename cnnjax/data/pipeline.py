@@ -124,20 +124,52 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
+class ProcessShareSampler:
+    """One process's share of every global batch of a shuffled epoch.
+
+    The epoch's order, each record's random generator and the global batches are those of
+    a single process; process p of P reads records [p * b, (p + 1) * b) of every global batch
+    of B = P * b. So a run on several hosts sees exactly the batches, windows and
+    augmentations that one host with all the devices sees, and each host loads only its
+    part. (Mixup pairs examples within a process's share.)
+    """
+
+    def __init__(self, num_records: int, global_batch: int, seed: int,
+                 process_index: int = 0, process_count: int = 1):
+        self.share = global_batch // process_count
+        self.global_batch, self.process_index = global_batch, process_index
+        self.epoch_order = grain.samplers.IndexSampler(num_records, shuffle=True, num_epochs=1,
+                                                       seed=seed)
+        self.length = num_records // global_batch * self.share
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __repr__(self) -> str:  # grain checks a restored iterator state against it
+        return (f"ProcessShareSampler({self.epoch_order!r}, global_batch={self.global_batch}, "
+                f"share={self.share}, process_index={self.process_index})")
+
+    def __getitem__(self, index: int) -> grain.RecordMetadata:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} is outside this epoch's {self.length} records.")
+        batch, position = divmod(index, self.share)
+        global_index = batch * self.global_batch + self.process_index * self.share + position
+        chosen = self.epoch_order[global_index]
+        return grain.RecordMetadata(index=index, record_key=chosen.record_key, rng=chosen.rng)
+
+
 def train_loader(source: SpectrogramSource, image: ImageSettings, augment: AugmentSettings, *,
                  batch_size: int, seed: int, epoch: int, workers: int = 0) -> grain.DataLoader:
-    """One epoch of shuffled, augmented, full batches. With several processes each reads its
-    own shard and `batch_size` (global) is divided among them."""
-    per_process = batch_size // jax.process_count()
-    sampler = grain.samplers.IndexSampler(
-        len(source), shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
-        shuffle=True, num_epochs=1, seed=epoch_seed(seed, epoch))
+    """One epoch of shuffled, augmented, full batches. `batch_size` is global; with several
+    processes each one reads its share of every batch (`ProcessShareSampler`)."""
+    sampler = ProcessShareSampler(len(source), batch_size, epoch_seed(seed, epoch),
+                                  jax.process_index(), jax.process_count())
     operations: list[Any] = [TrainWindow(image, augment),
-                             grain.transforms.Batch(per_process, drop_remainder=True)]
+                             grain.transforms.Batch(sampler.share, drop_remainder=True)]
     if augment.mixup_alpha > 0:
         operations.append(Mixup(augment.mixup_alpha))
     return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
-                            worker_count=workers)
+                            worker_count=workers, shard_options=grain.sharding.NoSharding())
 
 
 def eval_batches(source: SpectrogramSource, image: ImageSettings, batch_size: int

@@ -38,16 +38,17 @@ class FastaiHead(nn.Module):
     hidden: int = 512
     dropout: tuple[float, float] = (0.25, 0.5)
     frozen_norms: tuple[str, ...] = ()
+    norm_axis_name: str | None = None  # pmap: BatchNorm statistics over this device axis
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         first_rate, second_rate = self.dropout
-        x = bn_layer(train, self.frozen_norms, "bn1", bias_init=fastai_bn_bias_init)(
+        x = bn_layer(self, train, "bn1", bias_init=fastai_bn_bias_init)(
             concat_pool(x))
         x = nn.Dropout(first_rate, deterministic=not train)(x)
         x = nn.relu(_linear(self.hidden, self.dtype, "fc1")(x))
-        x = bn_layer(train, self.frozen_norms, "bn2", bias_init=fastai_bn_bias_init)(x)
+        x = bn_layer(self, train, "bn2", bias_init=fastai_bn_bias_init)(x)
         x = nn.Dropout(second_rate, deterministic=not train)(x)
         return _linear(self.num_classes, self.dtype, "fc2")(x)
 

@@ -83,16 +83,18 @@ class TorchBatchNorm(nn.Module):
         return y.astype(dtype)
 
 
-def torch_batch_norm(train: bool, *, name: str | None = None,
+def torch_batch_norm(train: bool, *, name: str | None = None, axis_name: str | None = None,
                      scale_init: Callable = nn.initializers.ones,
                      bias_init: Callable = nn.initializers.zeros) -> TorchBatchNorm:
     """BatchNorm with torch's defaults and update rule: momentum 0.1 (0.9 in flax terms),
     epsilon 1e-5, running variance from the unbiased batch variance (`TorchBatchNorm`).
 
-    Under `jit` with a sharded batch, the batch statistics are global (axis_name=None).
+    Under `jit` with a sharded batch, the batch statistics are global (axis_name=None);
+    under `pmap`, `axis_name` averages them over the devices.
     """
     return TorchBatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                          scale_init=scale_init, bias_init=bias_init, name=name)
+                          axis_name=axis_name, scale_init=scale_init, bias_init=bias_init,
+                          name=name)
 
 
 def _pool_2x2(x: jnp.ndarray, reduce: Callable) -> jnp.ndarray:

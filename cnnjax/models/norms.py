@@ -39,7 +39,9 @@ def check_frozen_norms(frozen_norms: Sequence[str], variables: Mapping[str, Any]
                           f"BatchNorm layers are {paths}.")
 
 
-def bn_layer(train: bool, frozen_norms: Sequence[str], name: str,
-           **kwargs: Any) -> TorchBatchNorm:
-    """`torch_batch_norm`, in eval mode even while training when `name` is frozen."""
-    return torch_batch_norm(train and name not in frozen_norms, name=name, **kwargs)
+def bn_layer(owner: Any, train: bool, name: str, **kwargs: Any) -> TorchBatchNorm:
+    """`torch_batch_norm` named `name` inside module `owner`: in eval mode even while
+    training when `owner.frozen_norms` holds `name`, and averaged over `owner.norm_axis_name`
+    (a `pmap` axis) when it has one."""
+    return torch_batch_norm(train and name not in owner.frozen_norms, name=name,
+                            axis_name=owner.norm_axis_name, **kwargs)

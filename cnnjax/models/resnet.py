@@ -26,15 +26,16 @@ class BasicBlock(nn.Module):
     features: int
     stride: int = 1
     frozen_norms: tuple[str, ...] = ()
+    norm_axis_name: str | None = None  # pmap: BatchNorm statistics over this device axis
     dtype: Dtype = jnp.float32
     expansion = 1
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         out = torch_conv(self.features, 3, self.stride, dtype=self.dtype, name="conv1")(x)
-        out = nn.relu(bn_layer(train, self.frozen_norms, "bn1")(out))
+        out = nn.relu(bn_layer(self, train, "bn1")(out))
         out = torch_conv(self.features, 3, dtype=self.dtype, name="conv2")(out)
-        out = bn_layer(train, self.frozen_norms, "bn2")(out)
+        out = bn_layer(self, train, "bn2")(out)
         return nn.relu(out + _shortcut(self, x, train))
 
 
@@ -43,17 +44,18 @@ class Bottleneck(nn.Module):
     features: int
     stride: int = 1
     frozen_norms: tuple[str, ...] = ()
+    norm_axis_name: str | None = None  # pmap: BatchNorm statistics over this device axis
     dtype: Dtype = jnp.float32
     expansion = 4
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         out = torch_conv(self.features, 1, dtype=self.dtype, name="conv1")(x)
-        out = nn.relu(bn_layer(train, self.frozen_norms, "bn1")(out))
+        out = nn.relu(bn_layer(self, train, "bn1")(out))
         out = torch_conv(self.features, 3, self.stride, dtype=self.dtype, name="conv2")(out)
-        out = nn.relu(bn_layer(train, self.frozen_norms, "bn2")(out))
+        out = nn.relu(bn_layer(self, train, "bn2")(out))
         out = torch_conv(self.features * 4, 1, dtype=self.dtype, name="conv3")(out)
-        out = bn_layer(train, self.frozen_norms, "bn3")(out)
+        out = bn_layer(self, train, "bn3")(out)
         return nn.relu(out + _shortcut(self, x, train))
 
 
@@ -64,7 +66,7 @@ def _shortcut(block: BasicBlock | Bottleneck, x: jnp.ndarray, train: bool) -> jn
         return x
     x = torch_conv(out_features, 1, block.stride, padding=0, dtype=block.dtype,
                    name="downsample_0")(x)
-    return bn_layer(train, block.frozen_norms, "downsample_1")(x)
+    return bn_layer(block, train, "downsample_1")(x)
 
 
 class ResNet(nn.Module):
@@ -87,6 +89,7 @@ class ResNet(nn.Module):
     head_dropout: tuple[float, float] = (0.25, 0.5)
     head_hidden: int = 512
     frozen_norms: tuple[str, ...] = ()
+    norm_axis_name: str | None = None  # pmap: BatchNorm statistics over this device axis
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -96,7 +99,7 @@ class ResNet(nn.Module):
                               f"{list(HEADS)}.")
         block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
         x = torch_conv(64, 7, 2, padding=3, dtype=self.dtype, name="conv1")(x)
-        x = nn.relu(bn_layer(train, self.frozen_norms, "bn1")(x))
+        x = nn.relu(bn_layer(self, train, "bn1")(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for stage, num_blocks in enumerate(self.stage_sizes):
             features = 64 * 2**stage
@@ -104,12 +107,12 @@ class ResNet(nn.Module):
                 stride = 2 if stage > 0 and index == 0 else 1
                 name = f"layer{stage + 1}_{index}"
                 x = block_cls(features, stride, nested_norms(self.frozen_norms, name),
-                              dtype=self.dtype, name=name)(x, train)
+                              self.norm_axis_name, dtype=self.dtype, name=name)(x, train)
             self.sow("intermediates", f"layer{stage + 1}", x)
         if self.head == "fastai":
             x = FastaiHead(self.num_classes, self.head_hidden, self.head_dropout,
-                           nested_norms(self.frozen_norms, "head"), dtype=self.dtype,
-                           name="head")(x, train)
+                           nested_norms(self.frozen_norms, "head"), self.norm_axis_name,
+                           dtype=self.dtype, name="head")(x, train)
         else:
             x = torch_dense(self.num_classes, dtype=self.dtype, name="fc")(global_avg_pool(x))
         check_frozen_norms(self.frozen_norms, self.variables)

@@ -29,6 +29,7 @@ class SimpleCNN(nn.Module):
     dropout: float = 0.0
     in_channels: int = 3
     frozen_norms: tuple[str, ...] = ()
+    norm_axis_name: str | None = None  # pmap: BatchNorm statistics over this device axis
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -38,7 +39,7 @@ class SimpleCNN(nn.Module):
             x = nn.Conv(width, (3, 3), padding="VALID", use_bias=not self.batch_norm,
                         dtype=self.dtype, name=f"conv{i + 1}")(x)
             if self.batch_norm:
-                x = bn_layer(train, self.frozen_norms, f"bn{i + 1}")(x)
+                x = bn_layer(self, train, f"bn{i + 1}")(x)
             x = pool(nn.relu(x))
         x = HEAD_POOLS[self.head_pool](x)
         for i, width in enumerate(self.dense):

@@ -10,11 +10,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from cnnjax import report as reporting
@@ -24,6 +26,7 @@ from cnnjax.data.datasets import Datasets, get_datasets
 from cnnjax.errors import DataError
 from cnnjax.evaluation import restore_best
 from cnnjax.metrics import classification_report, confusion_matrix
+from cnnjax.parallel import DataParallel, check_batch_sizes, prefetch_to_devices
 from cnnjax.tensorboard import SummaryWriter
 from cnnjax.train.lr_find import LrFindResult, lr_find, plot_lr_find
 from cnnjax.train.phases import Phase, phase_of_epoch, training_phases
@@ -31,7 +34,7 @@ from cnnjax.train.preemption import StopRequests
 from cnnjax.train.recipe import make_loss, phase_setup
 from cnnjax.train.resume import check_resumable, config_changes
 from cnnjax.train.state import TrainState, create_train_state
-from cnnjax.train.steps import Loss, jit_eval_step, jit_train_step
+from cnnjax.train.steps import Loss, jit_eval_step
 from cnnjax.train.warm_start import initial_state
 
 METRICS_FILE = "metrics.jsonl"
@@ -51,12 +54,19 @@ def _is_chief() -> bool:
     return jax.process_index() == 0
 
 
-def evaluate(state: TrainState, datasets: Datasets) -> tuple[float, np.ndarray, np.ndarray]:
+def _eval_on_one_device(state: TrainState, batch: dict[str, Any]) -> dict[str, np.ndarray]:
+    return jax.device_get(jit_eval_step(state, batch))
+
+
+def evaluate(state: TrainState, datasets: Datasets,
+             eval_batch: Callable[[TrainState, Any], dict[str, np.ndarray]] = _eval_on_one_device
+             ) -> tuple[float, np.ndarray, np.ndarray]:
     """Mean loss, confusion matrix and softmax probabilities (in validation order) over the
-    validation set, padding excluded."""
+    validation set, padding excluded. `eval_batch` runs `eval_step` on one batch and returns
+    numpy (`DataParallel.evaluate_batch` for a state placed on several devices)."""
     loss_sum, labels, probabilities = 0.0, [], []
     for batch in datasets.eval_batches():
-        out = jax.device_get(jit_eval_step(state, batch))
+        out = eval_batch(state, batch)
         mask = out["mask"]
         loss_sum += float(out["loss"][mask].sum())
         labels.append(batch["label"][mask])
@@ -80,6 +90,31 @@ class Progress:
         return {**self.__dict__, "config": config.to_json(), "class_names": list(class_names)}
 
 
+class RunningMetrics:
+    """Sums of the steps' metrics since the last flush, kept on the devices: adding them
+    does not wait for a step, so steps queue up back to back between flushes."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, jax.Array] | None = None
+        self.count = 0
+
+    def add(self, metrics: dict[str, jax.Array]) -> None:
+        self.sums = metrics if self.sums is None else jax.tree.map(jnp.add, self.sums, metrics)
+        self.count += 1
+
+    def flush_into(self, progress: Progress) -> float:
+        """Adds the sums to `progress` (waiting for the devices) and returns the mean loss
+        of the flushed steps."""
+        if self.sums is None:
+            return 0.0
+        sums = jax.device_get(self.sums)
+        progress.loss_sum += float(sums["loss"])
+        progress.accuracy_sum += float(sums["accuracy"])
+        mean_loss = float(sums["loss"]) / self.count
+        self.sums, self.count = None, 0
+        return mean_loss
+
+
 @dataclass
 class Run:
     """What the loop trains with: the data, the phases, the loss, and the current phase's
@@ -87,6 +122,7 @@ class Run:
     datasets: Datasets
     phases: list[Phase]
     loss: Loss
+    parallel: DataParallel
     phase: Phase | None = None
     schedule: Any = None
 
@@ -97,7 +133,7 @@ class Run:
             return state
         d = self.datasets
         setup = phase_setup(config, phase, len(d.class_names), d.input_shape,
-                            d.steps_per_epoch)
+                            d.steps_per_epoch, norm_axis_name=self.parallel.norm_axis_name)
         if self.phase is not None or len(self.phases) > 1:
             _log(f"phase '{phase.name}' (epochs {phase.first_epoch}-{phase.last_epoch}): "
                  f"{setup.frozen_count:,} parameters frozen, peak learning rate "
@@ -108,15 +144,27 @@ class Run:
 
 def _setup(config: Any) -> tuple[Run, TrainState]:
     validate_config(config)
-    datasets = get_datasets(config)
+    check_batch_sizes(config.batch_size, config.eval_batch_size, config.grad_accum_steps)
+    datasets = _datasets_one_process_first(config)
     names = datasets.class_names
-    run = Run(datasets, training_phases(config),
-              make_loss(config, datasets.train.labels, len(names)))
+    loss = make_loss(config, datasets.train.labels, len(names))
+    parallel = DataParallel(config.parallel, loss, config.grad_accum_steps)
+    run = Run(datasets, training_phases(config), loss, parallel)
     setup = phase_setup(config, run.phases[0], len(names), datasets.input_shape,
-                        datasets.steps_per_epoch)
+                        datasets.steps_per_epoch, norm_axis_name=parallel.norm_axis_name)
     state = create_train_state(setup.model, setup.tx, datasets.input_shape,
                                jax.random.PRNGKey(config.seed))
     return run, state
+
+
+def _datasets_one_process_first(config: Any) -> Datasets:
+    """`get_datasets`, process 0 first: on a shared disk it builds the dataset and feature
+    cache and the others read them; on local disks each host builds its own."""
+    if jax.process_count() == 1:
+        return get_datasets(config)
+    datasets = get_datasets(config) if _is_chief() else None
+    multihost_utils.sync_global_devices("cnnjax: datasets ready")
+    return datasets if datasets is not None else get_datasets(config)
 
 
 def _checkpoints(config: Any, workdir: Path) -> Checkpoints:
@@ -171,10 +219,9 @@ def _write_metrics(workdir: Path, history: list[dict[str, Any]]) -> None:
     partial.replace(path)
 
 
-def _diverged(what: str, state: TrainState, epoch: int,
-              checkpoints: Checkpoints) -> TrainingDiverged:
+def _diverged(what: str, step: int, epoch: int, checkpoints: Checkpoints) -> TrainingDiverged:
     return TrainingDiverged(
-        f"training diverged at step {int(state.step)} (epoch {epoch}): {what}; nothing from "
+        f"training diverged at step {step} (epoch {epoch}): {what}; nothing from "
         f"this step on was saved, the newest checkpoint is step {checkpoints.latest_step()}. "
         f"Lower config.optimizer.learning_rate and run again.")
 
@@ -184,7 +231,8 @@ def _save(checkpoints: Checkpoints, state: TrainState, progress: Progress, confi
     """Saves a checkpoint; a state whose parameters went NaN or Inf (while its loss, computed
     before the update, was still finite) ends the run as diverged instead."""
     if not is_finite({"params": state.params, "batch_stats": state.batch_stats}):
-        raise _diverged("the parameters hold NaN or Inf", state, progress.epoch, checkpoints)
+        raise _diverged("the parameters hold NaN or Inf", int(state.step), progress.epoch,
+                        checkpoints)
     checkpoints.save(state, progress.extra(config, class_names), metrics)
 
 
@@ -204,8 +252,13 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
          f"{list(names)}, input {datasets.input_shape}, "
          f"{jax.device_count()} {jax.default_backend()} device(s)")
     checkpoints = _checkpoints(config, workdir)
+    parallel = run.parallel
     try:
+        if parallel.mode == "jit":  # restored arrays then come back sharded across processes
+            state = parallel.place(state)
         state, progress = _start(config, workdir, checkpoints, state, datasets)
+        state = parallel.place(state)
+        step = int(parallel.saveable(state).step)  # counted on the host from here on
     except BaseException:
         checkpoints.close()  # orbax's background threads must not outlive the error message
         raise
@@ -213,6 +266,10 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
         _write_metrics(workdir, progress.history)
     steps_per_epoch, every = datasets.steps_per_epoch, config.checkpoint.every_steps
     confusion = None
+
+    def save(metrics: dict[str, float] | None = None) -> None:
+        _save(checkpoints, parallel.saveable(state), progress, config, names, metrics)
+
     try:
         with StopRequests() as stop, _tensorboard(workdir) as tensorboard, tqdm(
                 total=config.num_epochs * steps_per_epoch, unit="step", dynamic_ncols=True,
@@ -226,33 +283,39 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                 state_bytes = progress.iterator_state.encode() if progress.iterator_state \
                     else None
                 batches = datasets.train_batches(epoch, state_bytes)
-                for batch in batches:
-                    state, metrics = jit_train_step(state, batch, loss=run.loss)
-                    loss = float(metrics["loss"])
-                    if not np.isfinite(loss):
-                        raise _diverged(f"the training loss is {loss}", state, epoch,
-                                        checkpoints)
-                    progress.loss_sum += loss
-                    progress.accuracy_sum += float(metrics["accuracy"])
+                running = RunningMetrics()
+                for batch, iterator_state in prefetch_to_devices(
+                        batches, parallel.put_batch, lambda: batches.get_state().decode()):
+                    state, metrics = parallel.train_step(state, batch)
+                    running.add(metrics)
                     progress.steps += 1
-                    progress.iterator_state = batches.get_state().decode()
+                    progress.iterator_state = iterator_state
                     bar.update()
-                    bar.set_postfix(loss=f"{loss:.3f}")
+                    step += 1
+                    epoch_end = progress.steps == steps_per_epoch
+                    save_now = every and step % every == 0 and not epoch_end
+                    if stop.requested or save_now or epoch_end \
+                            or step % config.log_every_steps == 0:
+                        loss = running.flush_into(progress)  # waits for the device
+                        if not np.isfinite(loss):
+                            raise _diverged(f"the training loss is {loss}", step, epoch,
+                                            checkpoints)
+                        bar.set_postfix(loss=f"{loss:.3f}")
                     if stop.requested:
-                        _save(checkpoints, state, progress, config, names)
+                        save()
                         checkpoints.wait()
-                        _log(f"stopped by {stop.requested} at step {int(state.step)} and "
+                        _log(f"stopped by {stop.requested} at step {step} and "
                              f"saved; run the same command again to resume.")
                         raise SystemExit(143 if stop.requested == "SIGTERM" else 130)
-                    if every and int(state.step) % every == 0 \
-                            and progress.steps < steps_per_epoch:
-                        _save(checkpoints, state, progress, config, names)
-                val_loss, confusion, probabilities = evaluate(state, datasets)
+                    if save_now:
+                        save()
+                val_loss, confusion, probabilities = evaluate(state, datasets,
+                                                              parallel.evaluate_batch)
                 val = classification_report(confusion, names)
                 record = {
-                    "epoch": epoch, "step": int(state.step),
+                    "epoch": epoch, "step": step,
                     "phase": run.phase.name,
-                    "learning_rate": float(run.schedule(int(state.step) - 1)),
+                    "learning_rate": float(run.schedule(step - 1)),
                     "train_loss": progress.loss_sum / progress.steps,
                     "train_accuracy": progress.accuracy_sum / progress.steps,
                     "val_loss": val_loss, "val_accuracy": val["accuracy"],
@@ -266,7 +329,7 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                     tensorboard.scalars(record["step"], {
                         k: v for k, v in record.items()
                         if isinstance(v, float) and k != "epoch_seconds"})
-                _save(checkpoints, state, progress, config, names, metrics=record)
+                save(metrics=record)
                 bar.write(f"epoch {epoch}: train loss {record['train_loss']:.4f} acc "
                           f"{record['train_accuracy']:.3f} | val loss {val_loss:.4f} acc "
                           f"{val['accuracy']:.3f} error_rate {val['error_rate']:.3f}",
@@ -275,7 +338,7 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
         checkpoints.wait()
         checkpoints.close()
     if confusion is None:  # everything was done already: evaluate the restored state
-        _, confusion, probabilities = evaluate(state, datasets)
+        _, confusion, probabilities = evaluate(state, datasets, parallel.evaluate_batch)
     report = _final_report(workdir, datasets, confusion, probabilities,
                            title=f"Validation after {config.num_epochs} epochs")
     if _is_chief():
@@ -328,6 +391,7 @@ def find_learning_rate(config: Any, workdir: str | Path) -> LrFindResult:
     unit = ml_collections.ConfigDict(config.to_dict())
     unit.optimizer.learning_rate, unit.optimizer.schedule = 1.0, "constant"
     unit.fine_tune.unfreeze_after = 0
+    unit.parallel = "jit"  # the sweep steps on one device
     run, state = _setup(unit)
     state, origin = initial_state(config, state, len(run.datasets.class_names),
                                   run.datasets.input_shape[-1])

@@ -66,14 +66,22 @@ def _frozen(phase: Phase, params: Any, norms: list[str], freeze_norm: str) -> An
     return frozen
 
 
+# config.dtype: what convolutions and matmuls compute in. Parameters, BatchNorm statistics,
+# the loss and the optimizer state stay float32 either way.
+COMPUTE_DTYPES = {"float32": jax.numpy.float32, "bfloat16": jax.numpy.bfloat16}
+
+
 def phase_setup(config: Any, phase: Phase, num_classes: int, input_shape: tuple[int, ...],
-                steps_per_epoch: int) -> PhaseSetup:
+                steps_per_epoch: int, norm_axis_name: str | None = None) -> PhaseSetup:
     """The model and optimizer of `phase`; the optimizer state's structure is the same for
-    every phase, so a run carries it from one to the next."""
+    every phase, so a run carries it from one to the next. The model computes in
+    `config.dtype`; `norm_axis_name` is the pmap axis its BatchNorm averages over."""
     if config.freeze_norm not in FREEZE_NORM_MODES:
         raise ConfigError(f"config.freeze_norm={config.freeze_norm!r} is not valid; choose "
                           f"one of {list(FREEZE_NORM_MODES)}.")
-    plain = get_model(config.model, num_classes=num_classes)
+    fields = {**config.model.to_dict(), "dtype": COMPUTE_DTYPES[config.dtype],
+              "norm_axis_name": norm_axis_name}
+    plain = get_model(fields, num_classes=num_classes)
     shapes = jax.eval_shape(lambda: plain.init(jax.random.PRNGKey(0),
                                                jax.numpy.zeros((1, *input_shape)), train=False))
     params, norms = shapes["params"], norm_paths(shapes)
@@ -81,7 +89,7 @@ def phase_setup(config: Any, phase: Phase, num_classes: int, input_shape: tuple[
     frozen_norms: tuple[str, ...] = ()
     if config.freeze_norm == "frozen" and phase.freeze:
         frozen_norms = tuple(n for n in norms if matches(f"{n}/scale", phase.freeze))
-    model = get_model({**config.model.to_dict(), "frozen_norms": frozen_norms},
+    model = get_model({**fields, "frozen_norms": frozen_norms},
                       num_classes=num_classes) if frozen_norms else plain
     tx, schedule = make_optimizer(
         phase.optimizer, phase.num_epochs * steps_per_epoch, params, frozen=frozen,

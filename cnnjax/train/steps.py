@@ -62,14 +62,32 @@ class Loss:
     def __call__(self, logits: jax.Array, labels: jax.Array, mix_labels: jax.Array | None = None,
                  mix_weight: jax.Array | None = None) -> jax.Array:
         """The batch's scalar loss; `mix_labels` and `mix_weight` ([B]) for a mixup batch."""
-        numerator, denominator = self.terms(logits, labels)
-        if mix_labels is not None:
-            mix_numerator, mix_denominator = self.terms(logits, mix_labels)
-            numerator = mix_weight * numerator + (1 - mix_weight) * mix_numerator
-            denominator = mix_weight * denominator + (1 - mix_weight) * mix_denominator
+        numerator = self.numerator(logits, labels, mix_labels, mix_weight)
         if self.class_weights is None:
             return numerator.mean()
-        return numerator.sum() / denominator.sum()
+        return numerator.sum() / self.denominator(labels, mix_labels, mix_weight).sum()
+
+    def numerator(self, logits: jax.Array, labels: jax.Array,
+                  mix_labels: jax.Array | None = None,
+                  mix_weight: jax.Array | None = None) -> jax.Array:
+        """Per-example numerators [B], float32."""
+        numerator, _ = self.terms(logits, labels)
+        if mix_labels is not None:
+            mix_numerator, _ = self.terms(logits, mix_labels)
+            numerator = mix_weight * numerator + (1 - mix_weight) * mix_numerator
+        return numerator
+
+    def denominator(self, labels: jax.Array, mix_labels: jax.Array | None = None,
+                    mix_weight: jax.Array | None = None) -> jax.Array:
+        """Per-example denominators [B]. They do not depend on the model, so a batch split into
+        micro-batches or devices can divide every part by the whole batch's sum and add."""
+        if self.class_weights is None:
+            return jnp.ones(labels.shape, jnp.float32)
+        weights = jnp.asarray(self.class_weights, jnp.float32)
+        denominator = weights[labels]
+        if mix_labels is not None:
+            denominator = mix_weight * denominator + (1 - mix_weight) * weights[mix_labels]
+        return denominator
 
     def terms(self, logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Per-example numerator and denominator ([B] each) of the batch loss, in float32."""
@@ -109,27 +127,71 @@ def balanced_class_weights(labels: Sequence[int] | np.ndarray,
     return tuple(float(w) for w in labels.size / (num_classes * counts))
 
 
-def train_step(state: TrainState, batch: Batch,
-               loss: Loss = Loss()) -> tuple[TrainState, Metrics]:
+def train_step(state: TrainState, batch: Batch, loss: Loss = Loss(), grad_accum_steps: int = 1,
+               axis_name: str | None = None) -> tuple[TrainState, Metrics]:
     """One optimizer step on `batch` with BatchNorm in train mode (batch statistics used,
     running averages updated, except in a model's `frozen_norms`). Returns the new state
-    and the batch's `loss` (as `loss` defines it) and accuracy."""
+    and the batch's `loss` (as `loss` defines it) and accuracy.
+
+    `grad_accum_steps=k` splits the batch into k micro-batches run one after another (less
+    memory) and sums their gradients: the same update as the whole batch, except that
+    BatchNorm sees k smaller batches. Under `pmap`, `axis_name` names the device axis: each
+    device holds its part of the global batch, gradients and metrics are summed across
+    devices and the model's BatchNorm must use the same `axis_name`.
+    """
     dropout_rng = jax.random.fold_in(state.rng, state.step)
+    if axis_name is not None:  # every device draws its own dropout masks
+        dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
+    total = _across(loss.denominator(batch["label"], batch.get("mix_label"),
+                                     batch.get("mix_weight")).sum(), axis_name)
+    count = _across(jnp.asarray(batch["label"].shape[0], jnp.float32), axis_name)
 
-    def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
-        logits, updates = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
-            mutable=["batch_stats"], rngs={"dropout": dropout_rng})
-        value = loss(logits, batch["label"], batch.get("mix_label"), batch.get("mix_weight"))
-        return value, (logits, updates["batch_stats"])
+    def grads_of(params: Any, batch_stats: Any, micro: Batch, rng: jax.Array
+                 ) -> tuple[tuple[jax.Array, jax.Array, Any], Any]:
+        def part_loss(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+            logits, updates = state.apply_fn(
+                {"params": params, "batch_stats": batch_stats}, micro["image"], train=True,
+                mutable=["batch_stats"], rngs={"dropout": rng})
+            numerator = loss.numerator(logits, micro["label"], micro.get("mix_label"),
+                                       micro.get("mix_weight"))
+            correct = jnp.sum(jnp.argmax(logits, -1) == micro["label"])
+            return numerator.sum() / total, (correct, updates["batch_stats"])
 
-    (value, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+        (value, (correct, new_stats)), grads = jax.value_and_grad(part_loss, has_aux=True)(
+            params)
+        return (value, correct, new_stats), grads
+
+    if grad_accum_steps == 1:
+        (value, correct, batch_stats), grads = grads_of(state.params, state.batch_stats, batch,
+                                                        dropout_rng)
+    else:
+        micro_batches = jax.tree.map(lambda x: x.reshape(grad_accum_steps, -1, *x.shape[1:]),
+                                     batch)
+
+        def accumulate(carry: tuple[Any, ...], xs: tuple[Batch, jax.Array]
+                       ) -> tuple[tuple[Any, ...], None]:
+            grads_sum, value_sum, correct_sum, batch_stats = carry
+            micro, index = xs
+            (value, correct, batch_stats), grads = grads_of(
+                state.params, batch_stats, micro, jax.random.fold_in(dropout_rng, index))
+            grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
+            return (grads_sum, value_sum + value, correct_sum + correct, batch_stats), None
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        (grads, value, correct, batch_stats), _ = jax.lax.scan(
+            accumulate, (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32),
+                         state.batch_stats),
+            (micro_batches, jnp.arange(grad_accum_steps)))
+    grads, value, correct = (_across(x, axis_name) for x in (grads, value, correct))
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               batch_stats=batch_stats, opt_state=opt_state)
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-    return new_state, {"loss": value, "accuracy": accuracy}
+    return new_state, {"loss": value, "accuracy": correct / count}
+
+
+def _across(tree: Any, axis_name: str | None) -> Any:
+    """Sums over the devices of a `pmap` axis; unchanged without one."""
+    return tree if axis_name is None else jax.lax.psum(tree, axis_name)
 
 
 def eval_step(state: TrainState, batch: Batch) -> Metrics:
@@ -142,5 +204,6 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
             "prediction": jnp.argmax(logits, -1), "logits": logits, "mask": mask}
 
 
-jit_train_step = jax.jit(train_step, donate_argnums=0, static_argnames="loss")
+jit_train_step = jax.jit(train_step, donate_argnums=0,
+                         static_argnames=("loss", "grad_accum_steps", "axis_name"))
 jit_eval_step = jax.jit(eval_step)

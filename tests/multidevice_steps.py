@@ -1,0 +1,57 @@
+"""Run by test_parallel.py in a subprocess with two host devices: three train steps of a small
+BatchNorm CNN on the same global batches, on one device, under jit over a 2-device mesh and
+under pmap. Prints JSON: each way's losses and accuracies, its final parameters and
+BatchNorm statistics (flattened), and what the jit state and batch were placed on."""
+
+import json
+import sys
+
+import jax
+import numpy as np
+import optax
+
+from cnnjax.models import SimpleCNN
+from cnnjax.parallel import DataParallel
+from cnnjax.train.state import create_train_state
+from cnnjax.train.steps import Loss, jit_train_step
+
+
+def batches(count: int = 3, size: int = 8) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return [{"image": rng.normal(size=(size, 12, 12, 1)).astype(np.float32),
+             "label": rng.integers(0, 3, size).astype(np.int32)} for _ in range(count)]
+
+
+def flat(tree) -> list[float]:
+    return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(tree)]).tolist()
+
+
+def run(mode: str, loss: Loss) -> dict:
+    model = SimpleCNN(num_classes=3, widths=(4, 8), dense=(16,), in_channels=1,
+                      batch_norm=True, norm_axis_name="data" if mode == "pmap" else None)
+    state = create_train_state(model, optax.adam(1e-2), (12, 12, 1), jax.random.PRNGKey(0))
+    losses, accuracies, placed = [], [], {}
+    if mode == "single":
+        for batch in batches():
+            state, metrics = jit_train_step(state, batch, loss=loss)
+            losses.append(float(metrics["loss"]))
+            accuracies.append(float(metrics["accuracy"]))
+    else:
+        parallel = DataParallel(mode, loss)
+        state = parallel.place(state)
+        for batch in batches():
+            device_batch = parallel.put_batch(batch)
+            placed = {"batch_devices": len(device_batch["image"].sharding.device_set),
+                      "param_devices": len(jax.tree.leaves(state.params)[0].sharding.device_set)}
+            state, metrics = parallel.train_step(state, device_batch)
+            losses.append(float(metrics["loss"]))
+            accuracies.append(float(metrics["accuracy"]))
+        state = parallel.saveable(state)
+    return {"losses": losses, "accuracies": accuracies, "params": flat(state.params),
+            "batch_stats": flat(state.batch_stats), **placed}
+
+
+if __name__ == "__main__":
+    assert jax.device_count() == 2, jax.devices()
+    weighted = Loss(label_smoothing=0.1, class_weights=(1.0, 2.0, 3.0))
+    json.dump({mode: run(mode, weighted) for mode in ("single", "jit", "pmap")}, sys.stdout)
