@@ -40,6 +40,16 @@ else
   python="$base_python"
 fi
 
+# Accelerators: JAX uses a TPU, else a GPU, else the CPU; JAX_PLATFORMS=cpu|cuda|tpu forces one.
+# On a GPU JAX reserves a fraction of its memory at start-up (75% by default); cnnjax asks for
+# 90%, leaving the rest to the input pipeline's other users. Set XLA_PYTHON_CLIENT_MEM_FRACTION
+# yourself to change it, or XLA_PYTHON_CLIENT_PREALLOCATE=false to allocate on demand.
+export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.90}"
+# Several processes (hosts): run this script once per process with the same flags. Under
+# SLURM (srun), Open MPI (mpirun) or on a TPU pod they find each other by themselves;
+# elsewhere add --coordinator_address=host0:1234 --num_processes=N --process_id=i (or set
+# JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).
+
 # Compiled XLA programs are cached across launches (the second launch skips most compile time).
 export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cnnjax/jax_cache}"
 

@@ -14,7 +14,13 @@ as README's "Pretrained weights" says):
 Without the weights file, from a random initialisation (what the result below measures):
     ... --config.init.pretrained=
 
-Result: RESULT_PENDING
+Result (2026-11-23, 2-core AMD EPYC CPU, Python 3.12.1, jax 0.12; PASCAL set_b, 323 train /
+138 validation recordings; random initialisation, `--config.init.pretrained=`): validation
+accuracy 0.616 (error_rate 0.384), balanced accuracy 0.358, macro-F1 0.360; recall
+extrastole 1/14, murmur 5/28, normal 79/96. 226 s for the run (5 epochs, 50 steps of batch 32,
+sharing the CPU with another job). With a random body frozen only BatchNorm and the head
+learn, so this mostly predicts 'normal' (96/138 = 0.696 for always 'normal'); the recipe is
+meant for ImageNet weights.
 """
 
 import ml_collections

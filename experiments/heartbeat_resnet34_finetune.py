@@ -11,7 +11,16 @@ Without the weights file, from a random initialisation (what the result below me
 add `--config.init.pretrained=`; a random body also wants the same learning rate in every
 group: `--config.fine_tune.lr_spread=1`.
 
-Result: RESULT_PENDING
+Result (2026-11-23, 2-core AMD EPYC CPU, Python 3.12.1, jax 0.12; PASCAL set_b, 323 train /
+138 validation recordings; random initialisation with `--config.init.pretrained=
+--config.fine_tune.lr_spread=1`; 20 epochs, 27 min sharing the CPU with another job):
+the best checkpoint (epoch 15, by balanced accuracy; `--mode=eval`) reaches balanced accuracy
+0.570, macro-F1 0.446, accuracy 0.449, recall extrastole 10/14, murmur 18/28, normal 34/96;
+the last epoch 0.505 / 0.364 / 0.355. Balanced class weights trade the majority class for
+the rare ones: against the original recipe (balanced accuracy 0.358) it finds most
+extrasystoles and murmurs, at the cost of many normal recordings. Epochs vary widely on this
+validation split of 138; from random weights the recipe stays far from what ImageNet
+weights are for.
 """
 
 import ml_collections
