@@ -125,19 +125,33 @@ class DataParallel:
         """What the model's BatchNorm must average over: the device axis under pmap."""
         return DATA_AXIS if self.mode == "pmap" else None
 
+    def replicate(self, state: TrainState) -> TrainState:
+        """A copy of `state` on every device of every process, as one global array per
+        leaf: the form checkpoints are written from and restored into, collectively."""
+        target = NamedSharding(self.mesh, PartitionSpec())
+
+        def everywhere(x: Any) -> jax.Array:
+            if isinstance(x, jax.Array) and x.sharding == target:
+                return x
+            # Through the host: every process holds the same value, and device-to-device
+            # copies between hosts are not available on every backend.
+            return jax.device_put(np.asarray(x), target)
+
+        return jax.tree.map(everywhere, state)
+
     def place(self, state: TrainState) -> TrainState:
-        """A one-copy state (fresh or restored) onto the devices, replicated."""
+        """A state (fresh, restored or replicated) into the form this mode steps on."""
         if self.mode == "jit":
-            return jax.device_put(state, NamedSharding(self.mesh, PartitionSpec()))
+            return self.replicate(state)
         copies = jax.local_device_count()
         return jax.tree.map(lambda x: self._per_local_device(
             np.broadcast_to(np.asarray(x), (copies, *np.shape(x)))), state)
 
     def saveable(self, state: TrainState) -> TrainState:
-        """The one-copy state a checkpoint holds."""
+        """The state as checkpoints hold it (see `replicate`)."""
         if self.mode == "jit":
             return state
-        return jax.tree.map(lambda x: x[0], state)
+        return self.replicate(jax.tree.map(lambda x: x[0], state))
 
     def put_batch(self, batch: Batch) -> Batch:
         """This process's share of a global batch, onto the devices."""

@@ -254,11 +254,11 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     checkpoints = _checkpoints(config, workdir)
     parallel = run.parallel
     try:
-        if parallel.mode == "jit":  # restored arrays then come back sharded across processes
-            state = parallel.place(state)
+        # Restored arrays come back in the form of their target: global, on every process.
+        state = parallel.replicate(state)
         state, progress = _start(config, workdir, checkpoints, state, datasets)
         state = parallel.place(state)
-        step = int(parallel.saveable(state).step)  # counted on the host from here on
+        step = int(np.ravel(jax.device_get(state.step))[0])  # counted on the host from here on
     except BaseException:
         checkpoints.close()  # orbax's background threads must not outlive the error message
         raise
@@ -330,10 +330,11 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                         k: v for k, v in record.items()
                         if isinstance(v, float) and k != "epoch_seconds"})
                 save(metrics=record)
-                bar.write(f"epoch {epoch}: train loss {record['train_loss']:.4f} acc "
-                          f"{record['train_accuracy']:.3f} | val loss {val_loss:.4f} acc "
-                          f"{val['accuracy']:.3f} error_rate {val['error_rate']:.3f}",
-                          file=sys.stderr)
+                if _is_chief():
+                    bar.write(f"epoch {epoch}: train loss {record['train_loss']:.4f} acc "
+                              f"{record['train_accuracy']:.3f} | val loss {val_loss:.4f} acc "
+                              f"{val['accuracy']:.3f} error_rate {val['error_rate']:.3f}",
+                              file=sys.stderr)
     finally:
         checkpoints.wait()
         checkpoints.close()
