@@ -1,10 +1,11 @@
 """Command line: `python -m cnnjax.main --config=experiments/<name>.py [--config.<field>=value]`.
 
 Modes: `train` (default; resumes from the workdir's newest checkpoint), `eval` (evaluates
-the best checkpoint), `lr_find` (the learning-rate range test: lr_find.png and a suggestion)
-and `predict` (`--predict.inputs='recordings/*.wav'`: class
-probabilities from the best checkpoint into <workdir>/predictions.csv, with the config the
-run saved unless --config names one; `--config.<field>` overrides apply to it).
+the best checkpoint), `cv` (every fold of a k-fold split, then the cv reports), `lr_find`
+(the learning-rate range test: lr_find.png and a suggestion) and `predict`
+(`--predict.inputs='recordings/*.wav'`: class probabilities from the best checkpoint into
+<workdir>/predictions.csv, with the config the run saved unless --config names one;
+`--config.<field>` overrides apply to it).
 Mistakes a user can make end in one line on stderr: exit code 2 for a bad flag, config file
 or config value, 1 for missing or malformed data.
 """
@@ -35,8 +36,10 @@ def _define_flags() -> None:
         "override any field with --config.<field>=value.", lock_config=True)
     flags.DEFINE_string(
         "workdir", None, "Where checkpoints, metrics and plots go (default: runs/<config name>).")
-    flags.DEFINE_enum("mode", "train", ["train", "eval", "lr_find", "predict"],
+    flags.DEFINE_enum("mode", "train", ["train", "eval", "lr_find", "predict", "cv"],
                       "train: train and evaluate, resuming if the workdir has a checkpoint; "
+                      "cv: train and evaluate every fold of config.data.num_folds (5 when "
+                      "0) in <workdir>/fold_<i>, then cv_report.json/.md; "
                       "eval: evaluate the workdir's best checkpoint; lr_find: sweep the "
                       "learning rate and suggest one; predict: classify --predict.inputs "
                       "with the workdir's best checkpoint.")
@@ -143,6 +146,10 @@ def main(argv: list[str]) -> None:
             evaluate_checkpoint(config, workdir)
         elif flags.FLAGS.mode == "lr_find":
             find_learning_rate(config, workdir)
+        elif flags.FLAGS.mode == "cv":
+            from cnnjax.cv import cross_validate
+
+            cross_validate(config, workdir)
         else:
             _run_predict(Path(workdir))
     except ConfigError as error:
