@@ -8,7 +8,7 @@ from typing import Any
 
 from cnnjax.data.datasets import FRONTENDS, SOURCES
 from cnnjax.data.pascal import SUBSETS
-from cnnjax.data.pipeline import NORMALIZATIONS
+from cnnjax.data.pipeline import EVAL_WINDOWS, NORMALIZATIONS
 from cnnjax.errors import ConfigError
 from cnnjax.models.registry import MODELS
 from cnnjax.parallel import PARALLEL_MODES
@@ -26,6 +26,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "optimizer.schedule": SCHEDULES,
     "checkpoint.best_mode": ("max", "min"),
     "parallel": PARALLEL_MODES,
+    "data.eval_windows": EVAL_WINDOWS,
     "dtype": tuple(COMPUTE_DTYPES),
 }
 POSITIVE = ("num_epochs", "batch_size", "eval_batch_size", "grad_accum_steps",

@@ -50,9 +50,10 @@ def _define_flags() -> None:
     flags.DEFINE_integer("process_id", -1, "Several processes: this one's index, 0 first.")
     flags.DEFINE_list("predict.inputs", [], "--mode=predict: recordings to classify, as "
                       "comma-separated paths or globs ('**' recursive).")
-    flags.DEFINE_enum("predict.windows", "centre", ["centre", "all"],
-                      "--mode=predict: the centre window, as evaluation takes it, or the mean "
-                      "over windows covering the whole recording.")
+    flags.DEFINE_enum("predict.windows", "", ["", "centre", "all"],
+                      "--mode=predict: average over windows covering the whole recording "
+                      "('all') or take the centre one; default: as the run's evaluation did "
+                      "(config.data.eval_windows).")
 
 
 def _config_path(argv: list[str]) -> str:

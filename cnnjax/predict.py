@@ -3,11 +3,10 @@ run's best checkpoint, written to `<workdir>/predictions.csv`.
 
 A recording takes the path a validation recording takes in training: read (cut at
 `config.data.max_seconds`), held as 16-bit samples, resampled, turned into a log-mel with
-the run's frontend, and its centre `config.data.crop_seconds` window made an image; so a
-validation file gets exactly the probabilities evaluation computed for it. With
-`windows='all'` the softmax is averaged instead over consecutive windows covering the whole
-recording (the last one moved back to end with it), which looks at all of a long recording
-but no longer equals evaluation for recordings longer than one window.
+the run's frontend, cut into `config.data.crop_seconds` windows as evaluation cuts them
+(`config.data.eval_windows`: consecutive windows covering the whole recording, or the centre
+one) and the softmax averaged over them; so a validation file gets exactly the
+probabilities evaluation computed for it. `windows` overrides the config's choice.
 
 The CSV has the columns `file`, `predicted`, one probability per class (the class names)
 and `error`: empty, or why the file could not be read (its other cells are then empty).
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import glob
 import json
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -30,20 +28,18 @@ import ml_collections
 import numpy as np
 
 from cnnjax import report as reporting
-from cnnjax.audio.features import crop_frames
 from cnnjax.audio.io import AudioError, read_audio
 from cnnjax.checkpoint import Checkpoints
 from cnnjax.config import validate_config
 from cnnjax.data.builders import to_int16
 from cnnjax.data.datasets import Recordings, image_settings, mel_settings, spectrograms
 from cnnjax.data.feature_cache import FeatureCache
-from cnnjax.data.pipeline import ImageSettings, spectrogram_image
+from cnnjax.data.pipeline import EVAL_WINDOWS, window_images
 from cnnjax.errors import DataError
 from cnnjax.evaluation import abstract_variables, best_variables
 from cnnjax.models.registry import get_model
 
 PREDICTIONS_FILE = "predictions.csv"
-WINDOWS = ("centre", "all")
 
 
 def _log(message: str) -> None:
@@ -76,21 +72,6 @@ def input_files(inputs: str | Sequence[str]) -> list[str]:
     if not files:
         raise DataError("no input files given: pass --predict.inputs='recordings/*.wav'.")
     return files
-
-
-def window_starts(frames: int, width: int, windows: str) -> list[int | None]:
-    """Where each window of a `frames`-long spectrogram starts; None: the centre window
-    (padded with silence when the recording is shorter), as evaluation takes it."""
-    if windows == "centre" or frames <= width:
-        return [None]
-    return [min(i * width, frames - width) for i in range(math.ceil(frames / width))]
-
-
-def window_images(spectrogram: np.ndarray, image: ImageSettings, windows: str
-                  ) -> list[np.ndarray]:
-    """The model inputs of one recording, cut and scaled as evaluation's `CentreWindow`."""
-    return [spectrogram_image(crop_frames(spectrogram, image.crop_frames, start), image)
-            for start in window_starts(spectrogram.shape[1], image.crop_frames, windows)]
 
 
 def read_spectrograms(paths: Sequence[str], config: Any
@@ -155,11 +136,13 @@ def load_best(config: Any, workdir: Path, input_shape: tuple[int, ...]
 
 
 def predict(config: Any, workdir: str | Path, inputs: str | Sequence[str],
-            windows: str = "centre") -> Path:
+            windows: str = "") -> Path:
     """Writes `<workdir>/predictions.csv` for the recordings `inputs` names (paths or globs)
-    with the best checkpoint of the run in `workdir`, and returns its path."""
-    if windows not in WINDOWS:
-        raise ValueError(f"windows={windows!r} is not one of {WINDOWS}.")
+    with the best checkpoint of the run in `workdir`, and returns its path. `windows`:
+    'all', 'centre', or '' for the config's `data.eval_windows`."""
+    windows = windows or config.data.get("eval_windows", "centre")
+    if windows not in EVAL_WINDOWS:
+        raise ValueError(f"windows={windows!r} is not one of {EVAL_WINDOWS}.")
     validate_config(config)
     workdir = Path(workdir)
     paths = input_files(inputs)

@@ -78,7 +78,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.grouped = False  # keep each group (patient) on one side of the split
     config.data.num_folds = 0  # >= 2: validate on fold `fold` of `num_folds` (stratified)
     config.data.fold = 0
-    config.data.crop_seconds = 4.0
+    config.data.crop_seconds = 4.0  # the window a model sees
+    config.data.eval_windows = "all"  # evaluation, cv, predict: average over windows covering
+    #                                   each recording ('all') or take its centre one ('centre')
     config.data.image_size = (128, 128)
     config.data.channels = 1
     config.data.normalization = "db"  # 'db' (~[-1, 1]) | 'imagenet' (mean/std, for pretrained)

@@ -17,10 +17,11 @@ import soundfile as sf
 
 from cnnjax.audio.synth import synthesize
 from cnnjax.checkpoint import load_weights
-from cnnjax.data.pipeline import ImageSettings, SpectrogramSource, eval_batches, spectrogram_image
+from cnnjax.data.pipeline import (ImageSettings, SpectrogramSource, eval_batches,
+                                  spectrogram_image, window_starts)
 from cnnjax.errors import DataError
 from cnnjax.models.registry import get_model
-from cnnjax.predict import input_files, predict, saved_config, window_starts
+from cnnjax.predict import input_files, predict, saved_config
 from cnnjax.train.state import create_train_state
 from conftest import REPO
 
@@ -69,18 +70,25 @@ def log_mel_of_file(path) -> np.ndarray:
 
 
 def eval_forward(workdir, step, images=None, spectrograms=None) -> np.ndarray:
-    """Softmax of the restored checkpoint in eval mode, on `images` or on the centre
-    windows that evaluation's own pipeline cuts from `spectrograms`."""
+    """Softmax of the restored checkpoint in eval mode, on `images`, or on the windows that
+    evaluation's own pipeline cuts from each of `spectrograms`, averaged per recording."""
     config = json.loads((workdir / "config.json").read_text())
     model = get_model(config["model"], num_classes=len(CLASSES))
     state = create_train_state(model, optax.identity(), (32, 32, 1), jax.random.PRNGKey(9))
     state = load_weights(workdir / "checkpoints" / str(step), state)
-    if images is None:
-        source = SpectrogramSource(spectrograms, np.zeros(len(spectrograms), np.int32))
-        batches = list(eval_batches(source, IMAGE, batch_size=8))
-        images = np.concatenate([b["image"][b["mask"]] for b in batches])
-    logits = model.apply(state.variables, images, train=False)
-    return np.asarray(jax.nn.softmax(logits.astype(np.float32), axis=-1))
+
+    def softmax(images):
+        logits = model.apply(state.variables, images, train=False)
+        return np.asarray(jax.nn.softmax(logits.astype(np.float32), axis=-1))
+
+    if images is not None:
+        return softmax(images)
+    source = SpectrogramSource(spectrograms, np.zeros(len(spectrograms), np.int32))
+    batches = list(eval_batches(source, IMAGE, batch_size=8, windows="all"))
+    probabilities = softmax(np.concatenate([b["image"][b["mask"]] for b in batches]))
+    records = np.concatenate([b["record"][b["mask"]] for b in batches])
+    return np.stack([probabilities[records == r].mean(axis=0)
+                     for r in range(len(spectrograms))])
 
 
 def read_predictions(workdir) -> list[dict[str, str]]:

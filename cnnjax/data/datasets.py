@@ -146,6 +146,7 @@ class Datasets:
     eval_batch_size: int
     seed: int
     workers: int = 0
+    eval_windows: str = "all"  # 'all': average over windows covering a recording; 'centre'
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -170,7 +171,7 @@ class Datasets:
         return iterator
 
     def eval_batches(self) -> Iterator[Batch]:
-        return eval_batches(self.val, self.image, self.eval_batch_size)
+        return eval_batches(self.val, self.image, self.eval_batch_size, self.eval_windows)
 
 
 def image_settings(config: Any, mel: MelSettings) -> ImageSettings:
@@ -202,7 +203,7 @@ def get_datasets(config: Any) -> Datasets:
     datasets = Datasets(recordings.class_names, source(train_idx), source(val_idx),
                         [recordings.file_names[i] for i in val_idx], image_settings(config, mel),
                         augment, config.batch_size, config.eval_batch_size, config.seed,
-                        data.workers)
+                        data.workers, data.eval_windows)
     if datasets.steps_per_epoch == 0:
         raise ConfigError(f"config.batch_size={config.batch_size} is larger than the "
                           f"{len(datasets.train)} training examples.")

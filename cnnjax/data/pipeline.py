@@ -9,6 +9,7 @@ iterator state mid-epoch. Evaluation takes centre windows in order and pads the 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -100,17 +101,6 @@ class TrainWindow(grain.transforms.RandomMap):
         return {"image": spectrogram_image(window, self.image), "label": record["label"]}
 
 
-class CentreWindow(grain.transforms.Map):
-    """The centre window of the recording as an image (evaluation)."""
-
-    def __init__(self, image: ImageSettings):
-        self.image = image
-
-    def map(self, record: dict[str, Any]) -> dict[str, Any]:
-        window = crop_frames(record["spectrogram"], self.image.crop_frames)
-        return {"image": spectrogram_image(window, self.image), "label": record["label"]}
-
-
 class Mixup(grain.transforms.RandomMap):
     def __init__(self, alpha: float):
         self.alpha = alpha
@@ -172,18 +162,48 @@ def train_loader(source: SpectrogramSource, image: ImageSettings, augment: Augme
                             worker_count=workers, shard_options=grain.sharding.NoSharding())
 
 
-def eval_batches(source: SpectrogramSource, image: ImageSettings, batch_size: int
-                 ) -> Iterator[dict[str, np.ndarray]]:
-    """Centre windows of every record in order, in batches of exactly `batch_size`; the last
-    is padded with zeros and `mask` marks the real examples."""
-    sampler = grain.samplers.IndexSampler(len(source), shuffle=False, num_epochs=1)
-    loader = grain.DataLoader(data_source=source, sampler=sampler, operations=[
-        CentreWindow(image), grain.transforms.Batch(batch_size, drop_remainder=False)])
-    for batch in loader:
-        real = batch["label"].shape[0]
-        mask = np.arange(batch_size) < real
-        if real < batch_size:
-            pad = batch_size - real
-            batch = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)])
-                     for k, v in batch.items()}
-        yield {**batch, "mask": mask}
+EVAL_WINDOWS = ("centre", "all")
+
+
+def window_starts(frames: int, width: int, windows: str) -> list[int | None]:
+    """Where each window of a `frames`-long spectrogram starts: 'centre' one window (None:
+    centred, padded with silence when the recording is shorter), 'all' consecutive windows
+    covering the whole recording, the last one flush with its end."""
+    if windows not in EVAL_WINDOWS:
+        raise ValueError(f"windows={windows!r} is not one of {EVAL_WINDOWS}.")
+    if windows == "centre" or frames <= width:
+        return [None]
+    return [min(i * width, frames - width) for i in range(math.ceil(frames / width))]
+
+
+def window_images(spectrogram: np.ndarray, image: ImageSettings, windows: str
+                  ) -> list[np.ndarray]:
+    """The model inputs of one recording: its windows cut and scaled."""
+    return [spectrogram_image(crop_frames(spectrogram, image.crop_frames, start), image)
+            for start in window_starts(spectrogram.shape[1], image.crop_frames, windows)]
+
+
+def eval_batches(source: SpectrogramSource, image: ImageSettings, batch_size: int,
+                 windows: str = "all") -> Iterator[dict[str, np.ndarray]]:
+    """Every record's windows (`window_starts`) in order, in batches of exactly
+    `batch_size`; `record` says whose window each row is, and the last batch is padded with
+    zeros, `mask` marking the real rows. Predictions average over a record's windows."""
+    rows: list[tuple[np.ndarray, int, int]] = []
+
+    def batch(rows: list[tuple[np.ndarray, int, int]]) -> dict[str, np.ndarray]:
+        real, pad = len(rows), batch_size - len(rows)
+        images = np.stack([r[0] for r in rows] + [np.zeros_like(rows[0][0])] * pad)
+        return {"image": images,
+                "label": np.array([r[1] for r in rows] + [0] * pad, np.int32),
+                "record": np.array([r[2] for r in rows] + [0] * pad, np.int32),
+                "mask": np.arange(batch_size) < real}
+
+    for index in range(len(source)):
+        record = source[index]
+        for window in window_images(record["spectrogram"], image, windows):
+            rows.append((window, int(record["label"]), index))
+            if len(rows) == batch_size:
+                yield batch(rows)
+                rows = []
+    if rows:
+        yield batch(rows)

@@ -61,19 +61,25 @@ def _eval_on_one_device(state: TrainState, batch: dict[str, Any]) -> dict[str, n
 def evaluate(state: TrainState, datasets: Datasets,
              eval_batch: Callable[[TrainState, Any], dict[str, np.ndarray]] = _eval_on_one_device
              ) -> tuple[float, np.ndarray, np.ndarray]:
-    """Mean loss, confusion matrix and softmax probabilities (in validation order) over the
-    validation set, padding excluded. `eval_batch` runs `eval_step` on one batch and returns
-    numpy (`DataParallel.evaluate_batch` for a state placed on several devices)."""
-    loss_sum, labels, probabilities = 0.0, [], []
+    """Per validation recording: softmax probabilities averaged over its windows
+    (`config.data.eval_windows`), in validation order; the mean over recordings of their
+    negative log-likelihood, and the confusion matrix. `eval_batch` runs `eval_step` on one
+    batch and returns numpy (`DataParallel.evaluate_batch` for a state on several devices)."""
+    count = len(datasets.val)
+    sums = np.zeros((count, len(datasets.class_names)), np.float64)
+    windows = np.zeros(count, np.int64)
     for batch in datasets.eval_batches():
         out = eval_batch(state, batch)
-        mask = out["mask"]
-        loss_sum += float(out["loss"][mask].sum())
-        labels.append(batch["label"][mask])
-        probabilities.append(np.asarray(jax.nn.softmax(out["logits"][mask], -1)))
-    labels, probabilities = np.concatenate(labels), np.concatenate(probabilities)
+        mask = np.asarray(out["mask"])
+        records = batch["record"][mask]
+        np.add.at(sums, records, np.asarray(jax.nn.softmax(
+            np.asarray(out["logits"][mask], np.float32), -1), np.float64))
+        np.add.at(windows, records, 1)
+    probabilities = sums / windows[:, None]
+    labels = datasets.val.labels
+    true = np.clip(probabilities[np.arange(count), labels], 1e-12, None)
     confusion = confusion_matrix(labels, probabilities.argmax(-1), len(datasets.class_names))
-    return loss_sum / len(labels), confusion, probabilities
+    return float(-np.log(true).mean()), confusion, probabilities.astype(np.float32)
 
 
 @dataclass
