@@ -90,7 +90,15 @@ def test_get_datasets_batches_the_synthetic_set(tiny_config):
     epoch2 = list(datasets.train_batches(2))
     np.testing.assert_array_equal(epoch1[0]["image"], again[0]["image"])
     assert not np.array_equal(epoch1[0]["image"], epoch2[0]["image"])
+    # Evaluation takes every window of each validation recording, in order.
     evals = list(datasets.eval_batches())
+    records = np.concatenate([b["record"][b["mask"]] for b in evals])
+    assert sorted(set(records.tolist())) == list(range(6)) and np.all(np.diff(records) >= 0)
+    np.testing.assert_array_equal(np.concatenate([b["label"][b["mask"]] for b in evals]),
+                                  datasets.val.labels[records])
+    assert not evals[-1]["image"][~evals[-1]["mask"]].any()
+    tiny_config.data.eval_windows = "centre"  # one window per recording
+    evals = list(get_datasets(tiny_config).eval_batches())
     assert [int(b["mask"].sum()) for b in evals] == [4, 2]
     assert not evals[1]["image"][2:].any()
     np.testing.assert_array_equal(np.concatenate([b["label"][b["mask"]] for b in evals]),
