@@ -7,7 +7,12 @@ Launch (the PASCAL download holds set_a/, set_b/, set_a.csv, set_b.csv):
     ./launch.sh --config=experiments/heartbeat_resnet18_cv.py --mode=cv \\
         --config.data.manual_dir=~/data/pascal-heartbeat --workdir=runs/heartbeat_cv
 
-Result: RESULT_PENDING
+Result (2026-11-23, 2-core AMD EPYC CPU, Python 3.12.1, jax 0.12; set_b's 461 labelled
+recordings; 20 min 52 s wall for all five folds), mean ± std over folds:
+balanced accuracy 0.611 ± 0.030, macro-F1 0.450 ± 0.035, accuracy 0.427 ± 0.054; recall
+extrastole 0.827, murmur 0.726, normal 0.281. Always answering 'normal': accuracy 0.694,
+balanced accuracy 0.333, macro-F1 0.273. The balanced class weights buy the rare classes'
+recall with the normal class's: most errors are normal recordings called murmur/extrastole.
 """
 
 import ml_collections
