@@ -91,6 +91,10 @@ class CheckpointError(CnnjaxError):
     """Checkpoints exist but none can be restored, or a state is not fit to save."""
 
 
+class NonFiniteState(CheckpointError):
+    """The state to save holds NaN or Inf."""
+
+
 def state_arrays(state: TrainState) -> dict[str, Any]:
     return {name: getattr(state, name) for name in STATE_FIELDS}
 
@@ -161,7 +165,7 @@ class Checkpoints:
         or Inf. Returns once the arrays are copied; `wait` for the disk."""
         step = int(state.step)
         if not is_finite({"params": state.params, "batch_stats": state.batch_stats}):
-            raise CheckpointError(f"the parameters at step {step} hold NaN or Inf; not saved.")
+            raise NonFiniteState(f"the parameters at step {step} hold NaN or Inf; not saved.")
         if step in self.manager.all_steps():
             return
         self.manager.save(step, args=ocp.args.Composite(

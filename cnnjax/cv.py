@@ -51,9 +51,10 @@ def cross_validate(config: Any, workdir: str | Path) -> dict[str, Any]:
     for fold in range(num_folds):
         fold_dir = workdir / f"fold_{fold}"
         done = fold_dir / FOLD_REPORT
-        if done.exists() and json.loads(done.read_text())["num_epochs"] == config.num_epochs:
+        finished = json.loads(done.read_text()) if done.exists() else None
+        if finished and finished["num_epochs"] == config.num_epochs:
             _log(f"fold {fold + 1}/{num_folds}: finished before, reading {done}")
-            folds.append(json.loads(done.read_text())["report"])
+            folds.append(finished["report"])
             continue
         _log(f"fold {fold + 1}/{num_folds} in {fold_dir}")
         report = train_and_evaluate(fold_config(config, fold, num_folds), fold_dir)

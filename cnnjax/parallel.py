@@ -14,6 +14,7 @@ hosts. Batch sizes in configs are global.
 
 from __future__ import annotations
 
+import collections
 import os
 from dataclasses import dataclass, field
 from functools import partial
@@ -102,6 +103,7 @@ class DataParallel:
     loss: Loss = Loss()
     grad_accum_steps: int = 1
     mesh: Mesh = field(init=False)
+    _local: NamedSharding = field(init=False, repr=False)  # pmap: one slice per local device
     _train: Callable[..., Any] = field(init=False, repr=False)
     _eval: Callable[..., Any] = field(init=False, repr=False)
 
@@ -110,6 +112,8 @@ class DataParallel:
             raise ConfigError(f"config.parallel={self.mode!r} is not valid; choose one of "
                               f"{list(PARALLEL_MODES)}.")
         self.mesh = Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+        self._local = NamedSharding(Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,)),
+                                    PartitionSpec(DATA_AXIS))
         step = partial(train_step, loss=self.loss, grad_accum_steps=self.grad_accum_steps)
         if self.mode == "jit":
             replicated = NamedSharding(self.mesh, PartitionSpec())
@@ -165,8 +169,7 @@ class DataParallel:
 
     def _per_local_device(self, stacked: np.ndarray) -> jax.Array:
         """[local devices, ...] -> one slice per local device, as pmap takes its inputs."""
-        local = Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,))
-        return jax.device_put(stacked, NamedSharding(local, PartitionSpec(DATA_AXIS)))
+        return jax.device_put(stacked, self._local)
 
     def train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Any]]:
         """One optimizer step on a placed batch. Metrics stay on the devices (reading them
@@ -200,10 +203,9 @@ def prefetch_to_devices(batches: Iterable[Batch], put: Callable[[Batch], Batch],
     on their way to the devices while the current step runs. The state is read as each
     batch is taken, so a checkpoint saved after step n resumes at batch n + 1 however far
     ahead the prefetch ran."""
-    queue: list[tuple[Batch, Any]] = []
-    iterator = iter(batches)
-    for batch in iterator:
+    queue: collections.deque[tuple[Batch, Any]] = collections.deque()
+    for batch in batches:
         queue.append((put(batch), state_of()))
         if len(queue) > size:
-            yield queue.pop(0)
+            yield queue.popleft()
     yield from queue

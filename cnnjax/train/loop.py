@@ -20,7 +20,7 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from cnnjax import report as reporting
-from cnnjax.checkpoint import CheckpointError, Checkpoints, is_finite
+from cnnjax.checkpoint import CheckpointError, Checkpoints, NonFiniteState
 from cnnjax.config import validate_config
 from cnnjax.data.datasets import Datasets, get_datasets
 from cnnjax.errors import DataError
@@ -236,10 +236,11 @@ def _save(checkpoints: Checkpoints, state: TrainState, progress: Progress, confi
           class_names: tuple[str, ...], metrics: dict[str, float] | None = None) -> None:
     """Saves a checkpoint; a state whose parameters went NaN or Inf (while its loss, computed
     before the update, was still finite) ends the run as diverged instead."""
-    if not is_finite({"params": state.params, "batch_stats": state.batch_stats}):
+    try:
+        checkpoints.save(state, progress.extra(config, class_names), metrics)
+    except NonFiniteState:
         raise _diverged("the parameters hold NaN or Inf", int(state.step), progress.epoch,
-                        checkpoints)
-    checkpoints.save(state, progress.extra(config, class_names), metrics)
+                        checkpoints) from None
 
 
 def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:

@@ -71,10 +71,10 @@ class Loss:
                   mix_labels: jax.Array | None = None,
                   mix_weight: jax.Array | None = None) -> jax.Array:
         """Per-example numerators [B], float32."""
-        numerator, _ = self.terms(logits, labels)
+        numerator = self._numerator(logits, labels)
         if mix_labels is not None:
-            mix_numerator, _ = self.terms(logits, mix_labels)
-            numerator = mix_weight * numerator + (1 - mix_weight) * mix_numerator
+            numerator = mix_weight * numerator + (1 - mix_weight) * self._numerator(
+                logits, mix_labels)
         return numerator
 
     def denominator(self, labels: jax.Array, mix_labels: jax.Array | None = None,
@@ -89,26 +89,24 @@ class Loss:
             denominator = mix_weight * denominator + (1 - mix_weight) * weights[mix_labels]
         return denominator
 
-    def terms(self, logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Per-example numerator and denominator ([B] each) of the batch loss, in float32."""
+    def _numerator(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        """Per-example numerator [B] of the batch loss for one set of labels, in float32."""
         logits = logits.astype(jnp.float32)
         numerator = cross_entropy_loss(logits, labels)
-        if self.class_weights is None:
-            weights, denominator = None, jnp.ones_like(numerator)
-        else:
+        weights = None
+        if self.class_weights is not None:
             if len(self.class_weights) != logits.shape[-1]:
                 raise ConfigError(f"class_weights has {len(self.class_weights)} entries for "
                                   f"{logits.shape[-1]} classes.")
             weights = jnp.asarray(self.class_weights, jnp.float32)
-            denominator = weights[labels]
-            numerator = denominator * numerator
+            numerator = weights[labels] * numerator
         if self.label_smoothing:
             neg_log_p = -jax.nn.log_softmax(logits)
             if weights is not None:
                 neg_log_p = neg_log_p * weights
             smooth = neg_log_p.sum(-1) / logits.shape[-1]
             numerator = (1 - self.label_smoothing) * numerator + self.label_smoothing * smooth
-        return numerator, denominator
+        return numerator
 
 
 def balanced_class_weights(labels: Sequence[int] | np.ndarray,
