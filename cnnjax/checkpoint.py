@@ -47,7 +47,10 @@ class _OrbaxReadsNeverRetrieved(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not ("exception was never retrieved" in message and "orbax" in message)
+        if record.exc_info and record.exc_info[1] is not None:
+            message += repr(record.exc_info[1])
+        return not ("exception was never retrieved" in message
+                    and ("orbax" in message or "tensorstore" in message))
 
 
 def _ignore_reads_into_closed_loop() -> None:

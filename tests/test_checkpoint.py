@@ -228,3 +228,29 @@ def test_init_from_loads_weights_only(tmp_path):
                                jax.random.PRNGKey(0))
     with pytest.raises(CheckpointError, match="do not fit this model"):
         load_weights(tmp_path, other)
+
+
+def test_failed_reads_left_unretrieved_are_not_logged_after_our_message(caplog):
+    """After a failed restore, tensorstore's other reads fail too; asyncio logs each when the
+    future is garbage-collected, which can come after the run's last line."""
+    import asyncio
+    import gc
+
+    from cnnjax.checkpoint import _ignore_reads_into_closed_loop
+
+    _ignore_reads_into_closed_loop()
+
+    def abandon(exception):
+        loop = asyncio.new_event_loop()
+        future = loop.create_future()
+        future.set_exception(exception)
+        loop.close()
+        del future
+        gc.collect()
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        abandon(ValueError('OUT_OF_RANGE: Error reading "opt_state" [tensorstore_spec=...]'))
+        assert not caplog.records
+        abandon(ValueError("a failure of someone else's"))
+        assert [r.getMessage().splitlines()[0] for r in caplog.records] == [
+            "Future exception was never retrieved"]
