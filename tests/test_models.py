@@ -86,3 +86,24 @@ def test_get_model_builds_from_config_and_names_bad_fields():
         get_model({"name": "resnet19"})
     with pytest.raises(ConfigError, match="config.model.depth"):
         get_model({"name": "resnet18", "depth": 3})
+
+
+def test_resnet_cut_after_a_stage_returns_its_features_or_a_fresh_head():
+    x = jnp.zeros((2, 64, 96, 3))
+    cut = resnet18(features_at="layer3", head="none")
+    variables = abstract_init(cut, x.shape)
+    assert "layer4_0" not in variables["params"] and "fc" not in variables["params"]
+    assert jax.eval_shape(cut.apply, variables, x).shape == (2, 4, 6, 256)
+    dense = resnet18(num_classes=3, features_at="layer3", head="dense", head_hidden=8,
+                     head_dropout=(0.2,))
+    variables = abstract_init(dense, x.shape)
+    assert variables["params"]["head"]["fc1"]["kernel"].shape == (4 * 6 * 256, 8)
+    assert jax.eval_shape(dense.apply, variables, x).shape == (2, 3)
+    with pytest.raises(ConfigError, match=r"features_at='layer5'.*\['layer1', 'layer2', "
+                                          r"'layer3', 'layer4'\]"):
+        abstract_init(resnet18(features_at="layer5", head="none"), x.shape)
+    with pytest.raises(ConfigError, match="head='plain'.*takes head 'dense', 'fastai' or 'none'"):
+        abstract_init(resnet18(features_at="layer3"), x.shape)
+    with pytest.raises(ConfigError, match=r"head_dropout=\(0.25, 0.5\) gives 2 rate\(s\), but "
+                                          r"head 'dense' has 1"):
+        abstract_init(resnet18(head="dense", head_dropout=(0.25, 0.5)), x.shape)

@@ -181,7 +181,8 @@ def test_misfit_is_one_error_listing_everything(r18_state):
     assert "missing: layer3.1.bn2.bias (256,)" in message
     assert "unexpected: layer5.0.conv1.weight (8, 8, 3, 3)" in message
     assert "wrong shape: conv1.weight: file (64, 3, 5, 5), model (64, 3, 7, 7)" in message
-    with pytest.raises(WeightsError, match="resnet18, resnet34, resnet50, not 'vgg16'"):
+    with pytest.raises(WeightsError,
+                       match="resnet18, resnet34, resnet50, inception_v3, not 'vgg16'"):
         load_torchvision(r18_state, "vgg16")
 
 

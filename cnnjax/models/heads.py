@@ -2,19 +2,28 @@
 
 `FastaiHead` is fastai's `create_head` with its defaults (concat pooling, first BN on, no
 final BN): what `vision_learner` puts on a cut torchvision body, so a port of a fastai
-recipe trains the same head.
+recipe trains the same head. `DenseHead` is the head of Keras' transfer-learning tutorial
+(flatten, dense 1024 + ReLU, dropout 0.2, output layer) for a backbone cut at an
+intermediate block.
+
+A model's `head` field picks one of `HEADS`: 'plain' is the network's own torchvision
+classifier (`fc`, which pretrained files carry); 'fastai' and 'dense' are fresh heads under
+`params['head']`, which warm starts keep while taking the body from a file; 'none' leaves
+the head out, so the model returns its last feature map.
 """
 
 from __future__ import annotations
 
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.models.layers import Dtype, global_avg_pool
-from cnnjax.models.norms import bn_layer
+from cnnjax.errors import ConfigError
+from cnnjax.models.layers import Dtype, flatten, global_avg_pool, torch_dense
+from cnnjax.models.norms import bn_layer, nested_norms
 
-HEADS = ("plain", "fastai")
+HEADS = ("plain", "fastai", "dense", "none")
 
 # fastai's `vision_learner` re-initialises the head's linear layers with torch's
 # kaiming_normal_ (fan_in, ReLU gain, untruncated); its BatchNorm biases start at 1e-3.
@@ -57,3 +66,62 @@ def _linear(features: int, dtype: Dtype, name: str) -> nn.Dense:
     """fastai's LinBnDrop leaves out the Linear's bias whenever its BatchNorm is on."""
     return nn.Dense(features, use_bias=False, dtype=dtype, kernel_init=fastai_kernel_init,
                     name=name)
+
+
+class DenseHead(nn.Module):
+    """Keras' transfer head: flatten, dense `hidden` + ReLU, dropout, dense `num_classes`.
+
+    Flattening keeps where in the cut feature map a pattern was (a 7x7x768 `Mixed_6e` map
+    gives 37,632 inputs), which global pooling would average away. Kernels start as torch's
+    Linear's do, as elsewhere in cnnjax; dropout draws from the 'dropout' rng.
+    """
+    num_classes: int
+    hidden: int = 1024
+    dropout: tuple[float] = (0.2,)
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        (rate,) = self.dropout
+        x = nn.relu(torch_dense(self.hidden, dtype=self.dtype, name="fc1")(flatten(x)))
+        x = nn.Dropout(rate, deterministic=not train)(x)
+        return torch_dense(self.num_classes, dtype=self.dtype, name="fc2")(x)
+
+
+_FRESH_HEADS = {"fastai": FastaiHead, "dense": DenseHead}
+
+
+def check_head(head: str, features_at: str, network: str) -> None:
+    """Raises ConfigError for an unknown head, or torchvision's own classifier on a network
+    cut at `features_at`: that classifier belongs to the whole network's last block."""
+    if head not in HEADS:
+        raise ConfigError(f"head={head!r} is not a head of {network}; choose one of "
+                          f"{list(HEADS)}.")
+    if head == "plain" and features_at:
+        raise ConfigError(f"head='plain' is torchvision's classifier of the whole {network}; "
+                          f"a {network} cut at features_at={features_at!r} takes head "
+                          f"'dense', 'fastai' or 'none'.")
+
+
+def fresh_head(owner: Any, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    """`owner.head` ('fastai' or 'dense') on feature map `x`, as module `head` of `owner`.
+
+    `owner.head_hidden` and `owner.head_dropout` (one rate per dropout layer of the head)
+    override the head's own defaults where they are not None; BatchNorm follows
+    `owner.frozen_norms` ('head/bn1') and `owner.norm_axis_name`.
+    """
+    options: dict[str, Any] = {}
+    if owner.head_hidden is not None:
+        options["hidden"] = owner.head_hidden
+    if owner.head_dropout is not None:
+        rates = tuple(owner.head_dropout)
+        layers = len(_FRESH_HEADS[owner.head].dropout)
+        if len(rates) != layers:
+            raise ConfigError(f"head_dropout={rates} gives {len(rates)} rate(s), but head "
+                              f"{owner.head!r} has {layers} dropout layer(s); give {layers}.")
+        options["dropout"] = rates
+    if owner.head == "fastai":
+        options.update(frozen_norms=nested_norms(owner.frozen_norms, "head"),
+                       norm_axis_name=owner.norm_axis_name)
+    return _FRESH_HEADS[owner.head](owner.num_classes, dtype=owner.dtype, name="head",
+                                    **options)(x, train)

@@ -84,15 +84,16 @@ class TorchBatchNorm(nn.Module):
 
 
 def torch_batch_norm(train: bool, *, name: str | None = None, axis_name: str | None = None,
-                     scale_init: Callable = nn.initializers.ones,
+                     epsilon: float = 1e-5, scale_init: Callable = nn.initializers.ones,
                      bias_init: Callable = nn.initializers.zeros) -> TorchBatchNorm:
     """BatchNorm with torch's defaults and update rule: momentum 0.1 (0.9 in flax terms),
     epsilon 1e-5, running variance from the unbiased batch variance (`TorchBatchNorm`).
+    A network whose torch original sets another `eps` (InceptionV3: 1e-3) passes it here.
 
     Under `jit` with a sharded batch, the batch statistics are global (axis_name=None);
     under `pmap`, `axis_name` averages them over the devices.
     """
-    return TorchBatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+    return TorchBatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon,
                           axis_name=axis_name, scale_init=scale_init, bias_init=bias_init,
                           name=name)
 

@@ -8,6 +8,7 @@ import flax.linen as nn
 
 from cnnjax.errors import ConfigError
 
+from cnnjax.models.inception import InceptionV3
 from cnnjax.models.resnet import ResNet, resnet18, resnet34, resnet50
 from cnnjax.models.simple_cnn import SimpleCNN
 
@@ -16,6 +17,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,
     "resnet34": resnet34,
     "resnet50": resnet50,
+    "inception_v3": InceptionV3,
 }
 
 

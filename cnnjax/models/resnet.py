@@ -4,8 +4,8 @@ Flax module paths follow torchvision's state-dict keys with every `<name>.<index
 joined by an underscore: `layer2.0.downsample.1.running_mean` is
 `batch_stats['layer2_0']['downsample_1']['mean']`; `conv1.weight` (OIHW) is
 `params['conv1']['kernel']` (HWIO); BN `weight`/`bias` are `scale`/`bias`; `fc.weight` is
-`params['fc']['kernel']` transposed. That is the 'plain' head; `head='fastai'` puts fastai's
-head under `params['head']` instead (see `cnnjax.models.heads`).
+`params['fc']['kernel']` transposed. That is the 'plain' head; `head='fastai'` or `'dense'`
+puts a fresh head under `params['head']` instead (see `cnnjax.models.heads`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.errors import ConfigError
-from cnnjax.models.heads import HEADS, FastaiHead
+from cnnjax.models.heads import check_head, fresh_head
 from cnnjax.models.layers import Dtype, global_avg_pool, torch_conv, torch_dense
 from cnnjax.models.norms import bn_layer, check_frozen_norms, nested_norms
 
@@ -72,8 +72,11 @@ def _shortcut(block: BasicBlock | Bottleneck, x: jnp.ndarray, train: bool) -> jn
 class ResNet(nn.Module):
     """torchvision's ResNet: 7x7/2 stem, 3x3/2 max pool, four stages, then a head.
 
-    `head='plain'` is torchvision's average pool + `fc`; `head='fastai'` is `FastaiHead`
-    (`head_hidden` features, `head_dropout` rates) under `head`, for fastai recipes.
+    `head='plain'` is torchvision's average pool + `fc`; `'fastai'` (`FastaiHead`) and
+    `'dense'` (`DenseHead`) are fresh heads under `head`, with `head_hidden` features and
+    `head_dropout` rates (None: the head's own defaults); `'none'` returns the feature map.
+    `features_at='layer3'` (or another stage) cuts the body after that stage, for transfer
+    recipes that take intermediate features; the cut model has no `fc`.
 
     `in_channels` documents the expected input (1 for spectrograms, 3 for RGB); Flax infers
     the stem's kernel shape from the input it is initialised with. Stage outputs are sown
@@ -85,23 +88,27 @@ class ResNet(nn.Module):
     block: str = "basic"  # 'basic' or 'bottleneck'
     num_classes: int = 1000
     in_channels: int = 3
-    head: str = "plain"
-    head_dropout: tuple[float, float] = (0.25, 0.5)
-    head_hidden: int = 512
+    head: str = "plain"  # 'plain' | 'fastai' | 'dense' | 'none'
+    head_dropout: tuple[float, ...] | None = None  # one rate per dropout layer of the head
+    head_hidden: int | None = None
+    features_at: str = ""  # '' (the whole body) or the stage it ends after: 'layer1'..
     frozen_norms: tuple[str, ...] = ()
     norm_axis_name: str | None = None  # pmap: BatchNorm statistics over this device axis
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        if self.head not in HEADS:
-            raise ConfigError(f"head={self.head!r} is not a ResNet head; choose one of "
-                              f"{list(HEADS)}.")
+        check_head(self.head, self.features_at, "ResNet")
+        stages = [f"layer{stage + 1}" for stage in range(len(self.stage_sizes))]
+        if self.features_at and self.features_at not in stages:
+            raise ConfigError(f"features_at={self.features_at!r} is not a stage of this "
+                              f"ResNet; choose one of {stages}.")
+        num_stages = stages.index(self.features_at) + 1 if self.features_at else len(stages)
         block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
         x = torch_conv(64, 7, 2, padding=3, dtype=self.dtype, name="conv1")(x)
         x = nn.relu(bn_layer(self, train, "bn1")(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-        for stage, num_blocks in enumerate(self.stage_sizes):
+        for stage, num_blocks in enumerate(self.stage_sizes[:num_stages]):
             features = 64 * 2**stage
             for index in range(num_blocks):
                 stride = 2 if stage > 0 and index == 0 else 1
@@ -109,12 +116,10 @@ class ResNet(nn.Module):
                 x = block_cls(features, stride, nested_norms(self.frozen_norms, name),
                               self.norm_axis_name, dtype=self.dtype, name=name)(x, train)
             self.sow("intermediates", f"layer{stage + 1}", x)
-        if self.head == "fastai":
-            x = FastaiHead(self.num_classes, self.head_hidden, self.head_dropout,
-                           nested_norms(self.frozen_norms, "head"), self.norm_axis_name,
-                           dtype=self.dtype, name="head")(x, train)
-        else:
+        if self.head == "plain":
             x = torch_dense(self.num_classes, dtype=self.dtype, name="fc")(global_avg_pool(x))
+        elif self.head != "none":
+            x = fresh_head(self, x, train)
         check_frozen_norms(self.frozen_norms, self.variables)
         return x
 

@@ -1,4 +1,5 @@
-"""torchvision/timm ResNet weights in cnnjax: exact ports, safe file reading, offline use.
+"""torchvision/timm ResNet and torchvision InceptionV3 weights in cnnjax: exact ports, safe
+file reading, offline use.
 
     from cnnjax.pretrained import load_torchvision
     variables = load_torchvision("torchvision:resnet34", "resnet34", num_classes=3, in_channels=1)
@@ -12,8 +13,10 @@ from cnnjax.pretrained.errors import WeightsError
 from cnnjax.pretrained.files import read_weights
 from cnnjax.pretrained.locate import OFFICIAL_FILES, converted_file_name, resolve_weights
 from cnnjax.pretrained.porting import (ARCHS, convert, flatten_variables, guess_arch,
-                                       load_converted, load_torchvision, torch_name)
+                                       load_converted, load_torchvision, modules_after,
+                                       torch_name)
 
 __all__ = ["ARCHS", "IMAGENET_MEAN", "IMAGENET_STD", "OFFICIAL_FILES", "WeightsError",
            "convert", "converted_file_name", "flatten_variables", "guess_arch",
-           "load_converted", "load_torchvision", "read_weights", "resolve_weights", "torch_name"]
+           "load_converted", "load_torchvision", "modules_after", "read_weights",
+           "resolve_weights", "torch_name"]

@@ -28,6 +28,7 @@ OFFICIAL_FILES = {
     "resnet18": "resnet18-f37072fd.pth",
     "resnet34": "resnet34-b627a593.pth",
     "resnet50": "resnet50-0676ba61.pth",
+    "inception_v3": "inception_v3_google-0cc3c7bd.pth",
 }
 DEFAULT_BASE_URL = "https://download.pytorch.org/models/"
 WEIGHTS_DIR_ENV = "CNNJAX_WEIGHTS_DIR"

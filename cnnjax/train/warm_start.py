@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from cnnjax.checkpoint import load_weights
 from cnnjax.errors import ConfigError
-from cnnjax.pretrained import load_torchvision
+from cnnjax.pretrained import load_torchvision, modules_after
 from cnnjax.train.state import TrainState
 
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".safetensors", ".npz")
@@ -40,7 +40,9 @@ def initial_state(config: Any, state: TrainState, num_classes: int,
                   in_channels: int) -> tuple[TrainState, str]:
     """`state` with the weights the config asks a fresh run to start from, and a line that
     says which. Pretrained classifiers are replaced (seeded) when the class count differs;
-    a one-channel input gets the RGB stem summed over its channels."""
+    a one-channel input gets the RGB stem summed over its channels. A model cut at
+    `config.model.features_at` takes the body up to that block; the line names the
+    pretrained modules after the cut, which it leaves out."""
     pretrained, init_from = config.init.pretrained, config.init_from
     if pretrained and init_from:
         raise ConfigError("config.init.pretrained and config.init_from both name starting "
@@ -49,7 +51,14 @@ def initial_state(config: Any, state: TrainState, num_classes: int,
     if not source:
         return state, "starting from a random initialisation"
     if pretrained or Path(init_from).suffix in WEIGHT_FILE_SUFFIXES:
-        variables = load_torchvision(source, config.model.name, num_classes=num_classes,
-                                     in_channels=in_channels, seed=config.seed)
-        return _with_variables(state, variables, source), f"starting from the weights {source}"
+        arch, features_at = config.model.name, config.model.get("features_at", "")
+        variables = load_torchvision(source, arch, num_classes=num_classes,
+                                     in_channels=in_channels, seed=config.seed,
+                                     features_at=features_at,
+                                     aux_logits=config.model.get("aux_logits", False))
+        said = f"starting from the weights {source}"
+        if features_at:
+            said += (f" up to {features_at} (not using "
+                     f"{', '.join(modules_after(arch, features_at))})")
+        return _with_variables(state, variables, source), said
     return load_weights(init_from, state), f"starting from the weights of the run {init_from}"
