@@ -3,9 +3,9 @@
 Modes: `train` (default; resumes from the workdir's newest checkpoint), `eval` (evaluates
 the best checkpoint), `cv` (every fold of a k-fold split, then the cv reports), `lr_find`
 (the learning-rate range test: lr_find.png and a suggestion) and `predict`
-(`--predict.inputs='recordings/*.wav'`: class probabilities from the best checkpoint into
-<workdir>/predictions.csv, with the config the run saved unless --config names one;
-`--config.<field>` overrides apply to it).
+(`--predict.inputs='recordings/*.wav'`: class probabilities, or a regression run's values,
+from the best checkpoint into <workdir>/predictions.csv, with the config the run saved
+unless --config names one; `--config.<field>` overrides apply to it).
 Mistakes a user can make end in one line on stderr: exit code 2 for a bad flag, config file
 or config value, 1 for missing or malformed data.
 """

@@ -1,4 +1,5 @@
-"""Classification metrics computed from a confusion matrix.
+"""Classification metrics computed from a confusion matrix, and regression metrics (MAE,
+RMSE, R²) computed from targets and predictions.
 
 Plain numpy, so evaluation results can be summarised and stored without a
 device or a traced computation in the way.
@@ -108,4 +109,31 @@ def classification_report(confusion: ArrayLike, class_names: Sequence[str]) -> d
             }
             for i, name in enumerate(names)
         },
+    }
+
+
+def r_squared(squared_error_sum: float, total_sum_of_squares: float) -> float:
+    """The coefficient of determination 1 - SSE / SST. Constant targets (SST = 0) give 1.0
+    for exact predictions and 0.0 otherwise (scikit-learn's convention), never NaN."""
+    if total_sum_of_squares > 0:
+        return float(1.0 - squared_error_sum / total_sum_of_squares)
+    return 1.0 if squared_error_sum == 0 else 0.0
+
+
+def regression_report(targets: ArrayLike, predictions: ArrayLike) -> dict[str, Any]:
+    """MAE, RMSE and R² of `predictions` against `targets` (float64, plain Python types,
+    ready for ``json.dump``), with the targets' mean and standard deviation for scale."""
+    true = np.asarray(targets, np.float64).reshape(-1)
+    predicted = np.asarray(predictions, np.float64).reshape(-1)
+    if true.shape != predicted.shape or not true.size:
+        raise ValueError(f"targets and predictions must be non-empty and of one length, got "
+                         f"{true.size} and {predicted.size}.")
+    errors = predicted - true
+    return {
+        "mae": float(np.abs(errors).mean()),
+        "rmse": float(np.sqrt(np.square(errors).mean())),
+        "r2": r_squared(float(np.square(errors).sum()), float(np.square(true - true.mean()).sum())),
+        "num_examples": int(true.size),
+        "target_mean": float(true.mean()),
+        "target_std": float(true.std()),
     }

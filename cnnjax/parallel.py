@@ -115,14 +115,15 @@ class DataParallel:
         self._local = NamedSharding(Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,)),
                                     PartitionSpec(DATA_AXIS))
         step = partial(train_step, loss=self.loss, grad_accum_steps=self.grad_accum_steps)
+        evaluate = partial(eval_step, loss=self.loss)
         if self.mode == "jit":
             replicated = NamedSharding(self.mesh, PartitionSpec())
             self._train = jax.jit(step, donate_argnums=0, out_shardings=replicated)
-            self._eval = jax.jit(eval_step)
+            self._eval = jax.jit(evaluate)
         else:
             self._train = jax.pmap(partial(step, axis_name=DATA_AXIS), axis_name=DATA_AXIS,
                                    donate_argnums=0)
-            self._eval = jax.pmap(eval_step, axis_name=DATA_AXIS)
+            self._eval = jax.pmap(evaluate, axis_name=DATA_AXIS)
 
     @property
     def norm_axis_name(self) -> str | None:

@@ -1,15 +1,17 @@
-"""`predict(config, workdir, inputs)`: class probabilities for new recordings from a trained
-run's best checkpoint, written to `<workdir>/predictions.csv`.
+"""`predict(config, workdir, inputs)`: class probabilities (or predicted values, for a
+regression run) for new recordings from a trained run's best checkpoint, written to
+`<workdir>/predictions.csv`.
 
 A recording takes the path a validation recording takes in training: read (cut at
 `config.data.max_seconds`), held as 16-bit samples, resampled, turned into a log-mel with
 the run's frontend, cut into `config.data.crop_seconds` windows as evaluation cuts them
 (`config.data.eval_windows`: consecutive windows covering the whole recording, or the centre
-one) and the softmax averaged over them; so a validation file gets exactly the
-probabilities evaluation computed for it. `windows` overrides the config's choice.
+one) and the softmax (the predicted value) averaged over them; so a validation file gets
+exactly what evaluation computed for it. `windows` overrides the config's choice.
 
-The CSV has the columns `file`, `predicted`, one probability per class (the class names)
-and `error`: empty, or why the file could not be read (its other cells are then empty).
+The CSV has the columns `file`, `predicted` (a class name, or a value), for a classifier
+one probability per class (the class names), and `error`: empty, or why the file could not
+be read (its other cells are then empty).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -38,6 +39,8 @@ from cnnjax.data.pipeline import EVAL_WINDOWS, window_images
 from cnnjax.errors import DataError
 from cnnjax.evaluation import abstract_variables, best_variables
 from cnnjax.models.registry import get_model
+from cnnjax.train.losses import Loss
+from cnnjax.train.tasks import task_for
 
 PREDICTIONS_FILE = "predictions.csv"
 
@@ -93,12 +96,12 @@ def read_spectrograms(paths: Sequence[str], config: Any
     return [None if error else next(computed) for error in errors], errors
 
 
-def probabilities(model: Any, variables: dict[str, Any], images: np.ndarray,
-                  batch_size: int) -> np.ndarray:
-    """Softmax of the eval-mode model over `images`, in batches of `batch_size` (the last
-    one zero-padded, so one shape is compiled)."""
-    forward = jax.jit(lambda v, x: jax.nn.softmax(
-        model.apply(v, x, train=False).astype(jnp.float32), axis=-1))
+def window_outputs(model: Any, variables: dict[str, Any], images: np.ndarray,
+                   batch_size: int, loss: Loss) -> np.ndarray:
+    """`loss.window_outputs` (softmax probabilities, hinge scores or values) of the
+    eval-mode model over `images`, in batches of `batch_size` (the last one zero-padded, so
+    one shape is compiled)."""
+    forward = jax.jit(lambda v, x: loss.window_outputs(model.apply(v, x, train=False)))
     variables = jax.device_put(variables)
     results = []
     for first in range(0, len(images), batch_size):
@@ -109,12 +112,20 @@ def probabilities(model: Any, variables: dict[str, Any], images: np.ndarray,
     return np.concatenate(results)
 
 
+def _loss(extra: dict[str, Any]) -> Loss:
+    """The loss a checkpoint was trained with (runs saved before it was recorded trained
+    softmax cross-entropy)."""
+    return Loss(**extra.get("loss", {}))
+
+
 def load_best(config: Any, workdir: Path, input_shape: tuple[int, ...]
-              ) -> tuple[Any, dict[str, Any], list[str], int]:
-    """The model, the variables of the run's best readable checkpoint, its class names and
-    its step. The class count comes from the checkpoint, so no training data is read."""
+              ) -> tuple[Any, dict[str, Any], list[str], int, Loss]:
+    """The model, the variables of the run's best readable checkpoint, its class names, its
+    step and its loss. The class count and the loss (with a regression's target scaling)
+    come from the checkpoint, so no training data is read."""
     def model_for(extra: dict[str, Any]) -> Any:
-        return get_model(config.model, num_classes=len(extra["class_names"]))
+        return get_model(config.model,
+                         num_classes=_loss(extra).num_outputs(len(extra["class_names"])))
 
     missing = DataError(f"{workdir / 'checkpoints'} holds no checkpoint: train first with "
                         f"--mode=train --workdir={workdir}.")
@@ -132,7 +143,8 @@ def load_best(config: Any, workdir: Path, input_shape: tuple[int, ...]
     if found is None:
         raise missing
     variables, extra, step = found
-    return model_for(extra), variables, [str(name) for name in extra["class_names"]], step
+    return (model_for(extra), variables, [str(name) for name in extra["class_names"]], step,
+            _loss(extra))
 
 
 def predict(config: Any, workdir: str | Path, inputs: str | Sequence[str],
@@ -147,8 +159,9 @@ def predict(config: Any, workdir: str | Path, inputs: str | Sequence[str],
     workdir = Path(workdir)
     paths = input_files(inputs)
     image = image_settings(config, mel_settings(config))
-    model, variables, class_names, step = load_best(
+    model, variables, class_names, step, loss = load_best(
         config, workdir, (*image.image_size, image.channels))
+    task = task_for(loss)
 
     specs, errors = read_spectrograms(paths, config)
     images, owner = [], []
@@ -160,14 +173,14 @@ def predict(config: Any, workdir: str | Path, inputs: str | Sequence[str],
     rows = [{"file": path, "predicted": "", "error": error}
             for path, error in zip(paths, errors)]
     if images:
-        probs = probabilities(model, variables, np.stack(images), config.eval_batch_size)
+        outputs = window_outputs(model, variables, np.stack(images), config.eval_batch_size,
+                                 loss)
         owner = np.asarray(owner)
         for i in np.unique(owner):
-            mean = probs[owner == i].mean(axis=0)
-            rows[i].update(predicted=class_names[int(mean.argmax())],
-                           **{name: float(p) for name, p in zip(class_names, mean)})
+            mean = outputs[owner == i].mean(axis=0)
+            rows[i].update(task.prediction_fields(mean, class_names))
     path = workdir / PREDICTIONS_FILE
-    reporting.write_csv(path, ["file", "predicted", *class_names, "error"], rows)
+    reporting.write_csv(path, ["file", *task.prediction_columns(class_names), "error"], rows)
     for file, error in zip(paths, errors):
         if error:
             _log(f"skipped {file}: {error}")

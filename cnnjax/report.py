@@ -132,22 +132,30 @@ def plot_confusion_matrix(
     _save_png(fig, path)
 
 
-_PANELS = (
-    ("Loss", (("train_loss", "train"), ("val_loss", "validation"))),
+Panels = Sequence[tuple[str, Sequence[tuple[str, str]]]]  # (title, ((record key, label), ...))
+_LOSS_PANEL = ("Loss", (("train_loss", "train"), ("val_loss", "validation")))
+CLASSIFICATION_CURVES: Panels = (
+    _LOSS_PANEL,
     ("Accuracy", (("train_accuracy", "train"), ("val_accuracy", "validation"))),
+)
+REGRESSION_CURVES: Panels = (
+    _LOSS_PANEL,
+    ("MAE", (("train_mae", "train"), ("val_mae", "validation"))),
 )
 
 
-def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
-    """Save loss and accuracy curves by epoch as a two-panel PNG.
+def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike,
+                panels: Panels = CLASSIFICATION_CURVES) -> None:
+    """Save curves by epoch as a PNG with one panel per entry of ``panels``: loss and
+    accuracy by default, loss and MAE for a regression run (``REGRESSION_CURVES``).
 
     Each record may lack any of the keys (validation may run only every few
     epochs, for example); each series is drawn from the records that have it.
     Records without ``epoch`` are placed by their 1-based position.
     """
-    fig = Figure(figsize=(11.0, 4.0), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, (panel_title, series) in zip(axes, _PANELS):
+    fig = Figure(figsize=(5.5 * len(panels), 4.0), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (panel_title, series) in zip(axes, panels):
         plotted = False
         for key, label in series:
             points = [
@@ -260,3 +268,56 @@ def top_losses(
 def write_top_losses_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
     """Write ``top_losses`` rows as CSV (header only when nothing was misclassified)."""
     write_csv(path, TOP_LOSS_FIELDS, rows)
+
+
+def format_regression_summary(report: dict[str, Any], *, title: str = "Validation") -> str:
+    """Render a regression report (``metrics.regression_report``, with its ``baseline``)
+    as a short plain-text block: each metric beside that of always predicting the
+    training targets' mean."""
+    baseline = report["baseline"]
+    lines = [
+        f"{title} ({report['num_examples']} examples; targets "
+        f"{report['target_mean']:.4g} ± {report['target_std']:.4g})",
+        f"  {'':<6}  {'model':>10}  {'always ' + format(baseline['prediction'], '.4g'):>14}",
+    ]
+    for key, name in (("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R²")):
+        lines.append(f"  {name:<6}  {report[key]:10.4f}  {baseline[key]:14.4f}")
+    return "\n".join(lines)
+
+
+def plot_predictions(targets: ArrayLike, predictions: ArrayLike, path: str | os.PathLike,
+                     title: str = "Predicted vs true") -> None:
+    """Save a scatter plot of predicted against true values, with the diagonal on which
+    exact predictions lie."""
+    true, predicted = np.asarray(targets, float), np.asarray(predictions, float)
+    fig = Figure(figsize=(5.0, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(true, predicted, s=14, alpha=0.7)
+    low = float(min(true.min(), predicted.min()))
+    high = float(max(true.max(), predicted.max()))
+    ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1)
+    ax.set_title(title)
+    ax.set_xlabel("True")
+    ax.set_ylabel("Predicted")
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    _save_png(fig, path)
+
+
+TOP_ERROR_FIELDS = ("file", "actual", "predicted", "error")
+
+
+def top_errors(file_names: Sequence[str], targets: ArrayLike, predictions: ArrayLike,
+               k: int | None = None) -> list[dict[str, Any]]:
+    """The regression counterpart of ``top_losses``: the examples by absolute error,
+    largest first (ties keep the input order), at most ``k``; ``error`` is predicted minus
+    actual. Each row has the fields ``TOP_ERROR_FIELDS``."""
+    true = np.asarray(targets, np.float64)
+    predicted = np.asarray(predictions, np.float64)
+    if true.shape != (len(file_names),) or predicted.shape != true.shape:
+        raise ValueError(f"Expected {len(file_names)} targets and predictions, got shapes "
+                         f"{true.shape} and {predicted.shape}.")
+    errors = predicted - true
+    order = np.argsort(-np.abs(errors), kind="stable")[:k]
+    return [{"file": str(file_names[i]), "actual": float(true[i]),
+             "predicted": float(predicted[i]), "error": float(errors[i])} for i in order]

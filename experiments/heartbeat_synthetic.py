@@ -45,8 +45,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.fine_tune.div_factor = 5.0
 
     config.loss = ml_collections.ConfigDict()
-    config.loss.label_smoothing = 0.0
+    # Classification: 'softmax_cross_entropy' | 'binary_cross_entropy' (one sigmoid output, 2
+    # classes) | 'hinge' (multi-class). Regression on the data's numeric target: 'mse' |
+    # 'mae' | 'huber'; then report MAE/RMSE/R² and pick the best by e.g. 'val_mae', 'min'.
+    config.loss.name = "softmax_cross_entropy"
+    config.loss.label_smoothing = 0.0  # the cross-entropies
     config.loss.class_weights = "none"  # 'none' | 'balanced' | comma-separated, in class order
+    config.loss.huber_delta = 1.0  # 'huber': quadratic within this distance, in target units
 
     config.lr_find = ml_collections.ConfigDict()  # --mode=lr_find
     config.lr_find.start = 1e-7
@@ -61,10 +66,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint.asynchronous = True  # saves finish in the background
 
     config.data = ml_collections.ConfigDict()
-    config.data.name = "synthetic_heartbeat"  # | 'pascal_heartbeat' | 'audio_folder'
+    config.data.name = "synthetic_heartbeat"  # | 'synthetic_heart_rate' (BPM target) | 'pascal_heartbeat' | 'audio_folder'
     config.data.manual_dir = ""  # pascal_heartbeat: set_a/, set_b/ and their CSVs; audio_folder: your recordings
     config.data.subset = "set_b"  # pascal_heartbeat: 'set_a' | 'set_b'
-    config.data.csv = ""  # audio_folder: a CSV (path,label[,group]) inside manual_dir; '' = one sub-folder per class
+    config.data.csv = ""  # audio_folder: a CSV (path,label[,group][,target]) inside manual_dir; '' = one sub-folder per class
     config.data.classes = ()  # audio_folder: fixed class list; () = every label found
     config.data.data_dir = ""  # builds, features, synthetic set; '' = $CNNJAX_DATA_DIR or ~/.cache/cnnjax/data
     config.data.max_seconds = 600.0  # longer recordings are cut (and counted) when building

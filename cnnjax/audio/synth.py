@@ -5,7 +5,9 @@ recording noise, gain and duration varying. A murmur adds band-limited noise wit
 crescendo-decrescendo envelope between S1 and S2; an extrasystole adds premature beats
 (an early S1/S2 pair followed by a compensatory pause). `write_dataset` writes `.wav` files
 and a labels CSV in set_b's layout and naming quirks, so the default experiment reads them
-with the same code as the real recordings.
+with the same code as the real recordings, and beside it `heart_rate.csv`, an audio_folder
+CSV (`path,label,group,target`) whose target is each recording's heart rate in beats per
+minute, for regression.
 """
 
 from __future__ import annotations
@@ -22,11 +24,17 @@ import numpy as np
 import soundfile as sf
 
 CLASSES = ("normal", "murmur", "extrastole")  # set_b's spelling of "extrasystole"
+HEART_RATES = (55.0, 100.0)  # beats per minute, drawn uniformly per recording
+HEART_RATE_CSV = "heart_rate.csv"
+# What a dataset folder holds; a new layout gets new folders instead of reusing old ones.
+# 2: heart_rate.csv beside set_b.csv.
+LAYOUT = 2
 
 
 @dataclass(frozen=True)
 class SynthSettings:
-    """Everything that determines a synthetic dataset; its hash names the data folder."""
+    """Everything that determines a synthetic dataset; its hash (with the `LAYOUT`) names
+    the data folder."""
     num_per_class: tuple[tuple[str, int], ...] = (("normal", 160), ("murmur", 80),
                                                    ("extrastole", 60))
     sample_rate: int = 4000
@@ -35,7 +43,8 @@ class SynthSettings:
     seed: int = 0
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        fields = {**asdict(self), "layout": LAYOUT}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _heart_sound(rng: np.random.Generator, sample_rate: int, *, freq: float,
@@ -87,10 +96,13 @@ def beat_onsets(rng: np.random.Generator, label: str, heart_rate: float,
 
 def synthesize(label: str, rng: np.random.Generator, sample_rate: int = 4000,
                duration: float = 5.0, heart_rate: float | None = None) -> np.ndarray:
-    """One recording of class `label` as float32 samples in [-1, 1]."""
+    """One recording of class `label` as float32 samples in [-1, 1], at `heart_rate` beats
+    per minute (drawn from `HEART_RATES` when None). An extrasystole's premature beat and
+    compensatory pause take the time of two regular beats, so every class beats
+    `heart_rate` times a minute on average."""
     if label not in CLASSES:
         raise ValueError(f"Unknown synthetic class {label!r}; choose one of {CLASSES}.")
-    heart_rate = rng.uniform(55, 100) if heart_rate is None else heart_rate
+    heart_rate = rng.uniform(*HEART_RATES) if heart_rate is None else heart_rate
     period = 60.0 / heart_rate
     systole = 0.33 * period**0.5  # S1 -> S2 interval shortens with the rate
     signal = np.zeros(int(duration * sample_rate))
@@ -132,7 +144,9 @@ def write_dataset(settings: SynthSettings = SynthSettings(),
     The folder holds `set_b/*.wav` (16-bit PCM) named like set_b's files
     (`normal__<patient>_<timestamp>_<letter>.wav`) and `set_b.csv` whose `fname` column uses
     the CSV's own spelling (`set_b/Btraining_normal_<patient>_...`), as in the real data.
-    A folder that already holds a finished dataset for the same settings is reused.
+    `heart_rate.csv` lists every file with its label, patient (`group`) and heart rate
+    (`target`, beats per minute). A folder that already holds a finished dataset for the
+    same settings is reused.
     """
     root = default_data_root() if root is None else Path(root)
     folder = root / f"synthetic_heartbeat-{settings.fingerprint()}"
@@ -144,21 +158,28 @@ def write_dataset(settings: SynthSettings = SynthSettings(),
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "set_b").mkdir(parents=True)
     rng = np.random.default_rng(settings.seed)
-    rows = []
+    rows, rates = [], []
     for label, count in settings.num_per_class:
         for i in range(count):
             duration = rng.uniform(settings.min_duration, settings.max_duration)
-            samples = synthesize(label, rng, settings.sample_rate, duration)
+            # Drawn here, as synthesize would draw it first, so the data stays as it was.
+            heart_rate = rng.uniform(*HEART_RATES)
+            samples = synthesize(label, rng, settings.sample_rate, duration, heart_rate)
             patient = 100 + int(rng.integers(0, 200))
             stem = f"{patient}_{1305000000000 + i * 7919 + CLASSES.index(label)}_{'ABCD'[i % 4]}"
-            sf.write(staging / "set_b" / f"{label}__{stem}.wav", samples, settings.sample_rate,
-                     subtype="PCM_16")
+            name = f"set_b/{label}__{stem}.wav"
+            sf.write(staging / name, samples, settings.sample_rate, subtype="PCM_16")
             rows.append({"dataset": "b", "fname": f"set_b/Btraining_{label}_{stem}.wav",
                          "label": label, "sublabel": ""})
-    with open(staging / "set_b.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["dataset", "fname", "label", "sublabel"])
-        writer.writeheader()
-        writer.writerows(rows)
+            rates.append({"path": name, "label": label, "group": str(patient),
+                          "target": heart_rate})
+    for file_name, fields, table in (
+            ("set_b.csv", ["dataset", "fname", "label", "sublabel"], rows),
+            (HEART_RATE_CSV, ["path", "label", "group", "target"], rates)):
+        with open(staging / file_name, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(table)
     (staging / "synth_settings.json").write_text(json.dumps(asdict(settings), indent=2))
     try:
         os.rename(staging, folder)

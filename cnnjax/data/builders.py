@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from cnnjax.audio.io import AudioError, read_audio
-from cnnjax.data.index import Index
+from cnnjax.data.index import Entry, Index
 from cnnjax.errors import DataError
 
 SUMMARY_FILE = "build_summary.json"
@@ -36,18 +36,26 @@ class _RecordingsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         self.num_yielded = 0
         super().__init__(**kwargs)
 
+    def _features(self) -> dict[str, Any]:
+        return {
+            "audio": tfds.features.Tensor(shape=(None,), dtype=np.int16),
+            "sample_rate": np.int32,
+            "label": tfds.features.ClassLabel(names=list(self.index.class_names)),
+            "sublabel": tfds.features.Text(),
+            "group": tfds.features.Text(),
+            "file_name": tfds.features.Text(),
+        }
+
+    def _fields(self, entry: Entry) -> dict[str, Any]:
+        """What an example stores of its index entry besides the audio."""
+        return {"label": entry.label, "sublabel": entry.sublabel, "group": entry.group,
+                "file_name": entry.file_name}
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
             description=self.__doc__,
-            features=tfds.features.FeaturesDict({
-                "audio": tfds.features.Tensor(shape=(None,), dtype=np.int16),
-                "sample_rate": np.int32,
-                "label": tfds.features.ClassLabel(names=list(self.index.class_names)),
-                "sublabel": tfds.features.Text(),
-                "group": tfds.features.Text(),
-                "file_name": tfds.features.Text(),
-            }),
+            features=tfds.features.FeaturesDict(self._features()),
             supervised_keys=("audio", "label"))
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager
@@ -66,10 +74,8 @@ class _RecordingsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
             if not np.any(samples):
                 self.index.flag("silent", entry.file_name)
             self.num_yielded += 1
-            yield entry.file_name, {
-                "audio": to_int16(samples), "sample_rate": rate,
-                "label": entry.label, "sublabel": entry.sublabel, "group": entry.group,
-                "file_name": entry.file_name}
+            yield entry.file_name, {"audio": to_int16(samples), "sample_rate": rate,
+                                    **self._fields(entry)}
 
 
 class PascalHeartbeat(_RecordingsBuilder):
@@ -85,7 +91,17 @@ class PascalHeartbeat(_RecordingsBuilder):
 
 
 class AudioFolder(_RecordingsBuilder):
-    """A user's recordings: one sub-folder per class, or a CSV of path,label[,group]."""
+    """A user's recordings: one sub-folder per class, or a CSV of path,label[,group][,target];
+    `target` is the CSV's number (NaN without a target column)."""
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {**_RecordingsBuilder.RELEASE_NOTES,
+                     "1.1.0": "target: the CSV's numeric target column, NaN without one."}
+
+    def _features(self) -> dict[str, Any]:
+        return {**super()._features(), "target": np.float32}
+
+    def _fields(self, entry: Entry) -> dict[str, Any]:
+        return {**super()._fields(entry), "target": entry.target}
 
 
 def build(builder_class: type[_RecordingsBuilder], index: Index, data_dir: Path, *,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +22,14 @@ PASCAL_CLASSES = {"set_a": ("artifact", "extrahls", "murmur", "normal"),
 
 @dataclass(frozen=True)
 class Entry:
-    """One recording to build: `file_name` is its path relative to the data root."""
+    """One recording to build: `file_name` is its path relative to the data root; `target`
+    its numeric regression target (NaN: none)."""
     path: Path
     file_name: str
     label: str
     group: str
     sublabel: str = ""
+    target: float = math.nan
 
 
 @dataclass
@@ -53,12 +56,14 @@ class Index:
         return text
 
     def fingerprint(self) -> str:
-        """Changes when any recording's path, size, modification time or label changes."""
+        """Changes when any recording's path, size, modification time, label or target
+        changes (recordings without a target hash as they did before targets existed)."""
         digest = hashlib.sha256()
         for e in self.entries:
             stat = e.path.stat()
+            target = "" if math.isnan(e.target) else f"|{e.target!r}"
             digest.update(f"{e.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{e.label}|"
-                          f"{e.group}|{e.sublabel}\n".encode())
+                          f"{e.group}|{e.sublabel}{target}\n".encode())
         digest.update(repr((self.class_names, sorted(self.skipped))).encode())
         return digest.hexdigest()[:12]
 
@@ -99,30 +104,52 @@ def _inside(root: Path, relative: str) -> Path | None:
         root.resolve()) else None
 
 
+def _read_target(cell: str | None) -> float | None:
+    """A target cell as a finite float, or None when it is not one."""
+    try:
+        value = float((cell or "").strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def audio_folder_index(root: str | Path, csv_name: str = "",
                        classes: Sequence[str] = ()) -> Index:
-    """A user's recordings: one sub-folder per class, or a CSV (`path,label[,group]`, paths
-    relative to `root`). `classes` fixes the class list (others are skipped as unknown);
+    """A user's recordings: one sub-folder per class, or a CSV (`path,label[,group][,target]`,
+    paths relative to `root`). `classes` fixes the class list (others are skipped as unknown);
     empty means every label found, sorted. Without a `group` column each recording is its
-    own group."""
+    own group. A `target` column holds a number per row (a regression target, such as beats
+    per minute); a cell that is not a finite number stops the build, naming its rows."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"{root} is not a folder of recordings.")
-    rows: list[tuple[str, str, str]] = []  # (relative path, label, group)
+    rows: list[tuple[str, str, str, float]] = []  # (relative path, label, group, target)
     if csv_name:
         csv_path = root / csv_name
         if not csv_path.is_file():
             raise DataError(f"{csv_path} does not exist; config.data.csv names a CSV inside "
                             f"config.data.manual_dir.")
+        bad_targets: list[str] = []
         with open(csv_path, newline="") as f:
             reader = csv.DictReader(f)
             if not {"path", "label"} <= set(reader.fieldnames or ()):
                 raise DataError(f"{csv_path} must have the columns path,label (and optionally "
-                                f"group); it has {reader.fieldnames}.")
+                                f"group and target); it has {reader.fieldnames}.")
+            has_target = "target" in (reader.fieldnames or ())
             for row in reader:
+                target = _read_target(row["target"]) if has_target else math.nan
+                if target is None:
+                    bad_targets.append(f"{reader.line_num} ({row['target']!r})")
+                    continue
                 rows.append((row["path"].strip(), (row["label"] or "").strip(),
-                             (row.get("group") or "").strip()))
-        escaping = [p for p, _, _ in rows if _inside(root, p) is None]
+                             (row.get("group") or "").strip(), target))
+        if bad_targets:
+            many = len(bad_targets) > 1
+            listed = ", ".join(bad_targets[:10]) + (" ..." if len(bad_targets) > 10 else "")
+            raise DataError(f"{csv_path}: the target column must hold a number in every row; "
+                            f"{'lines' if many else 'line'} {listed} {'do' if many else 'does'} "
+                            f"not.")
+        escaping = [p for p, _, _, _ in rows if _inside(root, p) is None]
         if escaping:
             raise DataError(f"{len(escaping)} paths in {csv_path} point outside {root} and are "
                             f"refused: {', '.join(escaping[:10])}.")
@@ -130,11 +157,11 @@ def audio_folder_index(root: str | Path, csv_name: str = "",
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             for path in sorted(folder.rglob("*")):
                 if path.suffix.lower() in AUDIO_SUFFIXES:
-                    rows.append((path.relative_to(root).as_posix(), folder.name, ""))
-    labels_found = sorted({label for _, label, _ in rows if label})
+                    rows.append((path.relative_to(root).as_posix(), folder.name, "", math.nan))
+    labels_found = sorted({label for _, label, _, _ in rows if label})
     index = Index([], tuple(classes) if classes else tuple(labels_found))
     seen: set[Path] = set()
-    for relative, label, group in rows:
+    for relative, label, group, target in rows:
         path = (root / relative).resolve()
         if not label:
             index.skip("unlabelled", relative)
@@ -146,7 +173,8 @@ def audio_folder_index(root: str | Path, csv_name: str = "",
             index.skip("missing", relative)
         else:
             seen.add(path)
-            index.entries.append(Entry(path, relative, label, group or relative))
+            index.entries.append(Entry(path, relative, label, group or relative,
+                                       target=target))
     if not index.entries:
         counts = Counter(reason for reason, _ in index.skipped)
         raise DataError(f"{root} holds no usable labelled recordings (found {len(rows)} "

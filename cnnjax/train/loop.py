@@ -4,11 +4,12 @@ checkpoints that let the same command resume exactly, metrics and the final repo
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -23,18 +24,19 @@ from cnnjax import report as reporting
 from cnnjax.checkpoint import CheckpointError, Checkpoints, NonFiniteState
 from cnnjax.config import validate_config
 from cnnjax.data.datasets import Datasets, get_datasets
-from cnnjax.errors import DataError
+from cnnjax.errors import ConfigError, DataError
 from cnnjax.evaluation import restore_best
-from cnnjax.metrics import classification_report, confusion_matrix
 from cnnjax.parallel import DataParallel, check_batch_sizes, prefetch_to_devices
 from cnnjax.tensorboard import SummaryWriter
+from cnnjax.train.losses import Loss, loss_name
 from cnnjax.train.lr_find import LrFindResult, lr_find, plot_lr_find
 from cnnjax.train.phases import Phase, phase_of_epoch, training_phases
 from cnnjax.train.preemption import StopRequests
 from cnnjax.train.recipe import make_loss, phase_setup
 from cnnjax.train.resume import check_resumable, config_changes
 from cnnjax.train.state import TrainState, create_train_state
-from cnnjax.train.steps import Loss, jit_eval_step
+from cnnjax.train.steps import jit_eval_step
+from cnnjax.train.tasks import Evaluation, Task, record_keys, task_for
 from cnnjax.train.warm_start import initial_state
 
 METRICS_FILE = "metrics.jsonl"
@@ -54,32 +56,33 @@ def _is_chief() -> bool:
     return jax.process_index() == 0
 
 
-def _eval_on_one_device(state: TrainState, batch: dict[str, Any]) -> dict[str, np.ndarray]:
-    return jax.device_get(jit_eval_step(state, batch))
+def _eval_on_one_device(state: TrainState, batch: dict[str, Any], loss: Loss
+                        ) -> dict[str, np.ndarray]:
+    return jax.device_get(jit_eval_step(state, batch, loss=loss))
 
 
 def evaluate(state: TrainState, datasets: Datasets,
-             eval_batch: Callable[[TrainState, Any], dict[str, np.ndarray]] = _eval_on_one_device
-             ) -> tuple[float, np.ndarray, np.ndarray]:
-    """Per validation recording: softmax probabilities averaged over its windows
-    (`config.data.eval_windows`), in validation order; the mean over recordings of their
-    negative log-likelihood, and the confusion matrix. `eval_batch` runs `eval_step` on one
-    batch and returns numpy (`DataParallel.evaluate_batch` for a state on several devices)."""
+             eval_batch: Callable[[TrainState, Any], dict[str, np.ndarray]] | None = None,
+             loss: Loss = Loss()) -> Evaluation:
+    """Per validation recording, in validation order: `loss.window_outputs` (softmax
+    probabilities, hinge scores or predicted values) averaged over its windows
+    (`config.data.eval_windows`); the mean over recordings of their loss (the negative
+    log-likelihood of the averaged probabilities for the cross-entropies), and the confusion
+    matrix of a classifier. `eval_batch` runs `eval_step` on one batch and returns numpy
+    (`DataParallel.evaluate_batch` for a state on several devices; one device by default)."""
+    eval_batch = eval_batch or functools.partial(_eval_on_one_device, loss=loss)
+    task = task_for(loss)
     count = len(datasets.val)
-    sums = np.zeros((count, len(datasets.class_names)), np.float64)
+    sums = np.zeros((count, task.window_width(len(datasets.class_names))), np.float64)
     windows = np.zeros(count, np.int64)
     for batch in datasets.eval_batches():
         out = eval_batch(state, batch)
         mask = np.asarray(out["mask"])
         records = batch["record"][mask]
-        np.add.at(sums, records, np.asarray(jax.nn.softmax(
-            np.asarray(out["logits"][mask], np.float32), -1), np.float64))
+        np.add.at(sums, records, np.asarray(loss.window_outputs(
+            np.asarray(out["logits"][mask], np.float32)), np.float64))
         np.add.at(windows, records, 1)
-    probabilities = sums / windows[:, None]
-    labels = datasets.val.labels
-    true = np.clip(probabilities[np.arange(count), labels], 1e-12, None)
-    confusion = confusion_matrix(labels, probabilities.argmax(-1), len(datasets.class_names))
-    return float(-np.log(true).mean()), confusion, probabilities.astype(np.float32)
+    return task.evaluation(sums / windows[:, None], datasets)
 
 
 @dataclass
@@ -87,13 +90,27 @@ class Progress:
     """Where the run stands, beyond the train state: saved with every checkpoint as JSON."""
     epoch: int = 1  # the epoch in progress (or next to start)
     iterator_state: str | None = None  # grain's state within `epoch`; None: at its start
-    loss_sum: float = 0.0  # sums over the steps of `epoch` so far
-    accuracy_sum: float = 0.0
+    sums: dict[str, float] = field(default_factory=dict)  # step metrics summed over the
+    #                                                       steps of `epoch` so far
     steps: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch done
 
-    def extra(self, config: Any, class_names: tuple[str, ...]) -> dict[str, Any]:
-        return {**self.__dict__, "config": config.to_json(), "class_names": list(class_names)}
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any]) -> Progress:
+        fields = {k: extra[k] for k in cls.__dataclass_fields__ if k in extra}
+        if "sums" not in extra:  # saved when only the loss and accuracy were summed
+            fields["sums"] = {"loss": extra["loss_sum"], "accuracy": extra["accuracy_sum"]}
+        return cls(**fields)
+
+    def means(self) -> dict[str, float]:
+        """The step metrics' means over the steps of `epoch` so far."""
+        return {name: total / self.steps for name, total in self.sums.items()}
+
+    def extra(self, config: Any, class_names: tuple[str, ...], loss: Loss) -> dict[str, Any]:
+        """The checkpoint's JSON record; the loss (with a regression's target scaling) lets
+        prediction rebuild the model's outputs without the training data."""
+        return {**self.__dict__, "config": config.to_json(), "class_names": list(class_names),
+                "loss": asdict(loss)}
 
 
 class RunningMetrics:
@@ -114,8 +131,8 @@ class RunningMetrics:
         if self.sums is None:
             return 0.0
         sums = jax.device_get(self.sums)
-        progress.loss_sum += float(sums["loss"])
-        progress.accuracy_sum += float(sums["accuracy"])
+        for name, total in sums.items():
+            progress.sums[name] = progress.sums.get(name, 0.0) + float(total)
         mean_loss = float(sums["loss"]) / self.count
         self.sums, self.count = None, 0
         return mean_loss
@@ -123,8 +140,8 @@ class RunningMetrics:
 
 @dataclass
 class Run:
-    """What the loop trains with: the data, the phases, the loss, and the current phase's
-    learning-rate schedule."""
+    """What the loop trains with: the data, the phases, the loss and its task, and the
+    current phase's learning-rate schedule."""
     datasets: Datasets
     phases: list[Phase]
     loss: Loss
@@ -132,13 +149,21 @@ class Run:
     phase: Phase | None = None
     schedule: Any = None
 
+    @property
+    def task(self) -> Task:
+        return task_for(self.loss)
+
+    @property
+    def num_outputs(self) -> int:
+        return self.loss.num_outputs(len(self.datasets.class_names))
+
     def enter(self, config: Any, state: TrainState, epoch: int) -> TrainState:
         """`state` with the model and optimizer of `epoch`'s phase (unchanged within one)."""
         phase = phase_of_epoch(self.phases, epoch)
         if phase == self.phase:
             return state
         d = self.datasets
-        setup = phase_setup(config, phase, len(d.class_names), d.input_shape,
+        setup = phase_setup(config, phase, self.num_outputs, d.input_shape,
                             d.steps_per_epoch, norm_axis_name=self.parallel.norm_axis_name)
         if self.phase is not None or len(self.phases) > 1:
             _log(f"phase '{phase.name}' (epochs {phase.first_epoch}-{phase.last_epoch}): "
@@ -151,16 +176,29 @@ class Run:
 def _setup(config: Any) -> tuple[Run, TrainState]:
     validate_config(config)
     check_batch_sizes(config.batch_size, config.eval_batch_size, config.grad_accum_steps)
+    _check_best_metric(config)
     datasets = _datasets_one_process_first(config)
     names = datasets.class_names
-    loss = make_loss(config, datasets.train.labels, len(names))
+    loss = make_loss(config, datasets.train.labels, len(names),
+                     getattr(datasets.train, "targets", None))
     parallel = DataParallel(config.parallel, loss, config.grad_accum_steps)
     run = Run(datasets, training_phases(config), loss, parallel)
-    setup = phase_setup(config, run.phases[0], len(names), datasets.input_shape,
+    setup = phase_setup(config, run.phases[0], run.num_outputs, datasets.input_shape,
                         datasets.steps_per_epoch, norm_axis_name=parallel.norm_axis_name)
     state = create_train_state(setup.model, setup.tx, datasets.input_shape,
                                jax.random.PRNGKey(config.seed))
     return run, state
+
+
+def _check_best_metric(config: Any) -> None:
+    """The best checkpoint's metric must be one the run's task records, or no save could
+    rank; checked before any data is read."""
+    name = loss_name(config)
+    metric, keys = config.checkpoint.best_metric, record_keys(task_for(Loss(name=name)))
+    if metric and metric not in keys:
+        raise ConfigError(f"config.checkpoint.best_metric={metric!r} is not recorded when "
+                          f"config.loss.name={name!r}; choose one of {list(keys)} (with "
+                          f"config.checkpoint.best_mode='min' for losses and errors).")
 
 
 def _datasets_one_process_first(config: Any) -> Datasets:
@@ -181,9 +219,10 @@ def _checkpoints(config: Any, workdir: Path) -> Checkpoints:
 
 
 def _start(config: Any, workdir: Path, checkpoints: Checkpoints, state: TrainState,
-           datasets: Datasets) -> tuple[TrainState, Progress]:
+           run: Run) -> tuple[TrainState, Progress]:
     """Resumes from the newest readable checkpoint, or starts afresh (from pretrained or
     another run's weights when the config names them)."""
+    datasets = run.datasets
     class_names = datasets.class_names
 
     def check(extra: dict[str, Any]) -> None:
@@ -193,7 +232,7 @@ def _start(config: Any, workdir: Path, checkpoints: Checkpoints, state: TrainSta
     restored = checkpoints.restore_newest_good(state, warn=lambda m: _log(f"warning: {m}"),
                                                check=check)
     if restored is None:
-        state, origin = initial_state(config, state, len(class_names), datasets.input_shape[-1])
+        state, origin = initial_state(config, state, run.num_outputs, datasets.input_shape[-1])
         _log(origin)
         return state, Progress()
     state, extra, step = restored
@@ -204,7 +243,7 @@ def _start(config: Any, workdir: Path, checkpoints: Checkpoints, state: TrainSta
         reporting.append_jsonl(workdir / "config_changes.jsonl",
                                {"step": step, "changes": {k: list(v) for k, v in
                                                           changes.items()}})
-    progress = Progress(**{k: extra[k] for k in Progress.__dataclass_fields__})
+    progress = Progress.from_extra(extra)
     where = f"{len(progress.history)} epochs done" + (
         f", {progress.steps} steps into epoch {progress.epoch}" if progress.steps else "")
     _log(f"resuming from the checkpoint at step {step} ({where})")
@@ -233,11 +272,12 @@ def _diverged(what: str, step: int, epoch: int, checkpoints: Checkpoints) -> Tra
 
 
 def _save(checkpoints: Checkpoints, state: TrainState, progress: Progress, config: Any,
-          class_names: tuple[str, ...], metrics: dict[str, float] | None = None) -> None:
+          run: Run, metrics: dict[str, float] | None = None) -> None:
     """Saves a checkpoint; a state whose parameters went NaN or Inf (while its loss, computed
     before the update, was still finite) ends the run as diverged instead."""
     try:
-        checkpoints.save(state, progress.extra(config, class_names), metrics)
+        checkpoints.save(state, progress.extra(config, run.datasets.class_names, run.loss),
+                         metrics)
     except NonFiniteState:
         raise _diverged("the parameters hold NaN or Inf", int(state.step), progress.epoch,
                         checkpoints) from None
@@ -246,13 +286,14 @@ def _save(checkpoints: Checkpoints, state: TrainState, progress: Progress, confi
 def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     """Trains `config.num_epochs` epochs, evaluating at each epoch end, and returns the final
     validation report. Writes to `workdir`: `config.json`, `metrics.jsonl` (one line per
-    epoch), `checkpoints/`, `report.json`, `confusion_matrix.png`, `curves.png`. Re-running
-    with the same workdir resumes exactly where the newest checkpoint left off."""
+    epoch), `checkpoints/`, `report.json`, `curves.png`, `top_losses.csv` and
+    `confusion_matrix.png` (regression: `predicted_vs_true.png`). Re-running with the same
+    workdir resumes exactly where the newest checkpoint left off."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     run, state = _setup(config)
-    datasets, names = run.datasets, run.datasets.class_names
+    datasets, names, task = run.datasets, run.datasets.class_names, run.task
     if _is_chief():
         (workdir / "config.json").write_text(config.to_json(indent=2))
     _log(f"{len(datasets.train)} train / {len(datasets.val)} validation examples, classes "
@@ -263,7 +304,7 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     try:
         # Restored arrays come back in the form of their target: global, on every process.
         state = parallel.replicate(state)
-        state, progress = _start(config, workdir, checkpoints, state, datasets)
+        state, progress = _start(config, workdir, checkpoints, state, run)
         state = parallel.place(state)
         step = int(np.ravel(jax.device_get(state.step))[0])  # counted on the host from here on
     except BaseException:
@@ -272,10 +313,10 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     if _is_chief():
         _write_metrics(workdir, progress.history)
     steps_per_epoch, every = datasets.steps_per_epoch, config.checkpoint.every_steps
-    confusion = None
+    evaluation = None
 
     def save(metrics: dict[str, float] | None = None) -> None:
-        _save(checkpoints, parallel.saveable(state), progress, config, names, metrics)
+        _save(checkpoints, parallel.saveable(state), progress, config, run, metrics)
 
     try:
         with StopRequests() as stop, _tensorboard(workdir) as tensorboard, tqdm(
@@ -316,19 +357,14 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                         raise SystemExit(143 if stop.requested == "SIGTERM" else 130)
                     if save_now:
                         save()
-                val_loss, confusion, probabilities = evaluate(state, datasets,
-                                                              parallel.evaluate_batch)
-                val = classification_report(confusion, names)
+                evaluation = evaluate(state, datasets, parallel.evaluate_batch, run.loss)
                 record = {
                     "epoch": epoch, "step": step,
                     "phase": run.phase.name,
                     "learning_rate": float(run.schedule(step - 1)),
-                    "train_loss": progress.loss_sum / progress.steps,
-                    "train_accuracy": progress.accuracy_sum / progress.steps,
-                    "val_loss": val_loss, "val_accuracy": val["accuracy"],
-                    "val_error_rate": val["error_rate"],
-                    "val_balanced_accuracy": val["balanced_accuracy"],
-                    "val_macro_f1": val["macro_f1"],
+                    **task.train_record(progress.means()),
+                    "val_loss": evaluation.loss,
+                    **task.val_record(task.report(evaluation, datasets)),
                     "epoch_seconds": round(time.perf_counter() - epoch_started, 3)}
                 progress = Progress(epoch=epoch + 1, history=progress.history + [record])
                 if _is_chief():
@@ -338,36 +374,26 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                         if isinstance(v, float) and k != "epoch_seconds"})
                 save(metrics=record)
                 if _is_chief():
-                    bar.write(f"epoch {epoch}: train loss {record['train_loss']:.4f} acc "
-                              f"{record['train_accuracy']:.3f} | val loss {val_loss:.4f} acc "
-                              f"{val['accuracy']:.3f} error_rate {val['error_rate']:.3f}",
-                              file=sys.stderr)
+                    bar.write(task.epoch_line(record), file=sys.stderr)
     finally:
         checkpoints.wait()
         checkpoints.close()
-    if confusion is None:  # everything was done already: evaluate the restored state
-        _, confusion, probabilities = evaluate(state, datasets, parallel.evaluate_batch)
-    report = _final_report(workdir, datasets, confusion, probabilities,
+    if evaluation is None:  # everything was done already: evaluate the restored state
+        evaluation = evaluate(state, datasets, parallel.evaluate_batch, run.loss)
+    report = _final_report(workdir, run, evaluation,
                            title=f"Validation after {config.num_epochs} epochs")
     if _is_chief():
-        reporting.plot_curves(progress.history, workdir / "curves.png")
+        reporting.plot_curves(progress.history, workdir / "curves.png", task.curves)
     _log(f"done in {time.perf_counter() - started:.1f} s; outputs in {workdir}")
     return report
 
 
-def _final_report(workdir: Path, datasets: Datasets, confusion: np.ndarray,
-                  probabilities: np.ndarray, title: str) -> dict[str, Any]:
-    """`report.json`, `confusion_matrix.png` and `top_losses.csv` (the validation recordings
-    most confidently misclassified), and the summary on stdout."""
-    names = datasets.class_names
-    report = classification_report(confusion, names)
+def _final_report(workdir: Path, run: Run, evaluation: Evaluation, title: str
+                  ) -> dict[str, Any]:
+    """The task's validation report, written by process 0 (`Task.write_report`)."""
+    report = run.task.report(evaluation, run.datasets)
     if _is_chief():
-        reporting.write_json(workdir / "report.json", report)
-        reporting.plot_confusion_matrix(confusion, names, workdir / "confusion_matrix.png",
-                                        title=title)
-        reporting.write_top_losses_csv(workdir / "top_losses.csv", reporting.top_losses(
-            datasets.val_file_names, datasets.val.labels, probabilities, names))
-        print(reporting.format_summary(report, title=title), flush=True)
+        run.task.write_report(workdir, report, evaluation, run.datasets, title)
     return report
 
 
@@ -385,8 +411,7 @@ def evaluate_checkpoint(config: Any, workdir: str | Path) -> dict[str, Any]:
         raise DataError(f"{workdir / 'checkpoints'} holds no checkpoint: train first with "
                         f"--mode=train --workdir={workdir}.")
     state, _, step = restored
-    _, confusion, probabilities = evaluate(state, run.datasets)
-    return _final_report(workdir, run.datasets, confusion, probabilities,
+    return _final_report(workdir, run, evaluate(state, run.datasets, loss=run.loss),
                          title=f"Validation, checkpoint at step {step}")
 
 
@@ -401,8 +426,7 @@ def find_learning_rate(config: Any, workdir: str | Path) -> LrFindResult:
     unit.fine_tune.unfreeze_after = 0
     unit.parallel = "jit"  # the sweep steps on one device
     run, state = _setup(unit)
-    state, origin = initial_state(config, state, len(run.datasets.class_names),
-                                  run.datasets.input_shape[-1])
+    state, origin = initial_state(config, state, run.num_outputs, run.datasets.input_shape[-1])
     _log(f"{origin}; sweeping the learning rate from {config.lr_find.start:g} to "
          f"{config.lr_find.end:g} over at most {config.lr_find.num_steps} steps")
 

@@ -1,6 +1,6 @@
 """From an experiment config to what a training phase runs: the model (which BatchNorm layers
 stay frozen), the optimizer (which parameters are frozen, the learning rates per group, the
-schedule), and the loss (label smoothing, class weights)."""
+schedule), and the loss (its kind, label smoothing, class weights, target scaling)."""
 
 from __future__ import annotations
 
@@ -12,21 +12,36 @@ import jax
 import numpy as np
 import optax
 
-from cnnjax.errors import ConfigError
+from cnnjax.errors import ConfigError, DataError
 from cnnjax.models.norms import norm_paths
 from cnnjax.models.registry import get_model
+from cnnjax.train.losses import REGRESSION_LOSSES, Loss, balanced_class_weights, loss_name
 from cnnjax.train.optim import make_optimizer
 from cnnjax.train.param_groups import (frozen_mask, matches, param_paths,
                                        unmatched_patterns)
 from cnnjax.train.phases import Phase
-from cnnjax.train.steps import Loss, balanced_class_weights
 
 FREEZE_NORM_MODES = ("train", "frozen")
 
 
-def make_loss(config: Any, train_labels: np.ndarray, num_classes: int) -> Loss:
-    """`config.loss`: label smoothing, and class weights 'none', 'balanced' (n / (k * n_c)
-    over the training labels) or explicit numbers in class order."""
+def make_loss(config: Any, train_labels: np.ndarray, num_classes: int,
+              train_targets: np.ndarray | None = None) -> Loss:
+    """`config.loss`: its `name`, label smoothing, class weights 'none', 'balanced'
+    (n / (k * n_c) over the training labels) or explicit numbers in class order, and
+    `huber_delta`. A regression loss scales the model's output by the training targets'
+    mean and standard deviation (see `Loss`), so the data must carry targets."""
+    name = loss_name(config)
+    scaling: dict[str, float] = {}
+    if name in REGRESSION_LOSSES:
+        if train_targets is None:
+            raise DataError(f"config.loss.name={name!r} regresses on a numeric target per "
+                            f"recording, but config.data.name={config.data.name!r} has none: "
+                            f"give an audio_folder CSV a 'target' column, or use a "
+                            f"classification loss.")
+        if config.augment.mixup_alpha > 0:
+            raise ConfigError(f"config.augment.mixup_alpha mixes class labels; set it to 0 for "
+                              f"the regression loss {name!r}.")
+        scaling = _target_scaling(np.asarray(train_targets, np.float64))
     spec = str(config.loss.class_weights).strip()
     if spec in ("", "none"):
         weights = None
@@ -40,7 +55,14 @@ def make_loss(config: Any, train_labels: np.ndarray, num_classes: int) -> Loss:
         if len(weights) != num_classes or min(weights) <= 0:
             raise ConfigError(f"config.loss.class_weights={spec!r} must be 'none', 'balanced' "
                               f"or {num_classes} positive comma-separated numbers.")
-    return Loss(label_smoothing=float(config.loss.label_smoothing), class_weights=weights)
+    return Loss(label_smoothing=float(config.loss.label_smoothing), class_weights=weights,
+                name=name, huber_delta=float(config.loss.get("huber_delta", 1.0)),
+                **scaling)
+
+
+def _target_scaling(targets: np.ndarray) -> dict[str, float]:
+    """The training targets' mean and standard deviation (1 when they are all equal)."""
+    return {"target_mean": float(targets.mean()), "target_std": float(targets.std()) or 1.0}
 
 
 @dataclass(frozen=True)
@@ -71,17 +93,18 @@ def _frozen(phase: Phase, params: Any, norms: list[str], freeze_norm: str) -> An
 COMPUTE_DTYPES = {"float32": jax.numpy.float32, "bfloat16": jax.numpy.bfloat16}
 
 
-def phase_setup(config: Any, phase: Phase, num_classes: int, input_shape: tuple[int, ...],
+def phase_setup(config: Any, phase: Phase, num_outputs: int, input_shape: tuple[int, ...],
                 steps_per_epoch: int, norm_axis_name: str | None = None) -> PhaseSetup:
     """The model and optimizer of `phase`; the optimizer state's structure is the same for
-    every phase, so a run carries it from one to the next. The model computes in
-    `config.dtype`; `norm_axis_name` is the pmap axis its BatchNorm averages over."""
+    every phase, so a run carries it from one to the next. The model has `num_outputs` output
+    units (`Loss.num_outputs`) and computes in `config.dtype`; `norm_axis_name` is the pmap
+    axis its BatchNorm averages over."""
     if config.freeze_norm not in FREEZE_NORM_MODES:
         raise ConfigError(f"config.freeze_norm={config.freeze_norm!r} is not valid; choose "
                           f"one of {list(FREEZE_NORM_MODES)}.")
     fields = {**config.model.to_dict(), "dtype": COMPUTE_DTYPES[config.dtype],
               "norm_axis_name": norm_axis_name}
-    plain = get_model(fields, num_classes=num_classes)
+    plain = get_model(fields, num_classes=num_outputs)
     shapes = jax.eval_shape(lambda: plain.init(jax.random.PRNGKey(0),
                                                jax.numpy.zeros((1, *input_shape)), train=False))
     params, norms = shapes["params"], norm_paths(shapes)
@@ -90,7 +113,7 @@ def phase_setup(config: Any, phase: Phase, num_classes: int, input_shape: tuple[
     if config.freeze_norm == "frozen" and phase.freeze:
         frozen_norms = tuple(n for n in norms if matches(f"{n}/scale", phase.freeze))
     model = get_model({**fields, "frozen_norms": frozen_norms},
-                      num_classes=num_classes) if frozen_norms else plain
+                      num_classes=num_outputs) if frozen_norms else plain
     tx, schedule = make_optimizer(
         phase.optimizer, phase.num_epochs * steps_per_epoch, params, frozen=frozen,
         start_step=(phase.first_epoch - 1) * steps_per_epoch)

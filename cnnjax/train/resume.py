@@ -7,10 +7,14 @@ import json
 from typing import Any
 
 from cnnjax.errors import ConfigError
+from cnnjax.train.losses import DEFAULT_LOSS
 
 # Changing these changes the parameters' shapes or meaning, or the optimizer state's layout.
 STATE_FIELDS = ("model", "data.name", "data.subset", "data.manual_dir", "data.csv",
-                "data.classes", "data.channels", "data.image_size", "optimizer.name")
+                "data.classes", "data.channels", "data.image_size", "optimizer.name",
+                "loss.name")
+# Fields added after runs were saved: a config without one ran with this value.
+ADDED_FIELDS = {"loss.name": DEFAULT_LOSS}
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -24,7 +28,8 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_changes(saved_json: str, config: Any) -> dict[str, tuple[Any, Any]]:
     """`{field: (saved value, new value)}` for every field that differs."""
-    saved, current = _flatten(json.loads(saved_json)), _flatten(json.loads(config.to_json()))
+    saved, current = ({**ADDED_FIELDS, **_flatten(json.loads(text))}
+                      for text in (saved_json, config.to_json()))
     return {field: (saved.get(field), current.get(field))
             for field in sorted(set(saved) | set(current))
             if saved.get(field) != current.get(field)}

@@ -1,0 +1,270 @@
+"""The losses a run can train with (`config.loss.name`) and what each makes of the model's
+outputs. The name also fixes the task: the first three classify, the last three regress.
+
+    softmax_cross_entropy  C outputs (logits); torch.nn.CrossEntropyLoss
+    binary_cross_entropy   1 output z for 2 classes, class 1 the positive one, p = sigmoid(z);
+                           torch.nn.BCEWithLogitsLoss
+    hinge                  C scores; Weston-Watkins multi-class hinge as
+                           torch.nn.MultiMarginLoss (p=1, margin=1)
+    mse, mae, huber        1 output; torch.nn.MSELoss, L1Loss, HuberLoss(delta)
+
+`Loss` is hashable (a static argument of the jitted steps) and splits the batch loss into
+per-example numerators and denominators, so a batch cut into micro-batches or spread over
+devices can divide every part by the whole batch's denominator and add (see `train_step`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cnnjax.errors import ConfigError, DataError
+
+DEFAULT_LOSS = "softmax_cross_entropy"
+CLASSIFICATION_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy", "hinge")
+REGRESSION_LOSSES = ("mse", "mae", "huber")
+LOSSES = CLASSIFICATION_LOSSES + REGRESSION_LOSSES
+
+
+def loss_name(config: Any) -> str:
+    """`config.loss.name`; configs written before it existed trained softmax cross-entropy."""
+    return str(config.loss.get("name", DEFAULT_LOSS))
+
+
+def cross_entropy_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-example softmax cross-entropy against integer labels, computed in float32."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def multi_margin_loss(scores: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-example Weston-Watkins hinge, torch.nn.MultiMarginLoss(p=1, margin=1):
+    sum over classes j != y of max(0, 1 - s_y + s_j), divided by the number of classes C.
+    (optax.multiclass_hinge_loss is the other one, Crammer-Singer: max over j != y.)"""
+    true = jnp.take_along_axis(scores, labels[:, None], axis=-1)
+    margins = jnp.maximum(0.0, 1.0 - true + scores)
+    others = jnp.arange(scores.shape[-1]) != labels[:, None]
+    return jnp.where(others, margins, 0.0).sum(-1) / scores.shape[-1]
+
+
+@dataclass(frozen=True)
+class Loss:
+    """The training loss, hashable so that it can be a static argument of a jitted step.
+
+    Classification, for example i with label y, C classes, smoothing e and class weights w
+    (all 1 when None), with -log p_i[c] the negative log-probabilities (softmax of the logits;
+    for binary cross-entropy [log(1 - sigmoid(z)), log sigmoid(z)], i.e. the softmax of
+    [0, z]):
+
+        numerator_i   = (1 - e) * w[y] * -log p_i[y] + (e / C) * sum_c w[c] * -log p_i[c]
+        denominator_i = w[y]
+
+    and the batch loss is sum(numerator) / sum(denominator). That is torch's
+    CrossEntropyLoss(weight=w, label_smoothing=e): its weighted mean divides by the summed
+    weights of the targets, and with smoothing the class weights scale the smoothing term
+    too. Unweighted, it is the plain mean over examples. Binary cross-entropy is the same
+    with C = 2: BCEWithLogitsLoss on the smoothed target y * (1 - e) + e / 2, and with class
+    weights BCEWithLogitsLoss(weight=w[y], reduction='sum') / sum(w[y]). The hinge takes
+    `multi_margin_loss` as its term, weighted the same way (MultiMarginLoss(weight=w,
+    reduction='sum') / sum(w[y])); it has no smoothing.
+
+    A mixup example (label y, `mix_label` y', `mix_weight` m) mixes both terms with the same
+    weights, numerator m * numerator(y) + (1 - m) * numerator(y') and denominator
+    m * w[y] + (1 - m) * w[y'], so m = 1 is torch's loss on y alone and, unweighted, the
+    loss is the mean of m * L(y) + (1 - m) * L(y').
+
+    Regression: the model's output o stands for the value `target_mean + target_std * o`
+    (the training targets' mean and std), so a fresh model starts out predicting the mean
+    and one output unit is one standard deviation; the loss is the mean over examples of
+    (value - target)^2, |value - target| or torch's HuberLoss(delta=huber_delta), in the
+    target's own units.
+    """
+    label_smoothing: float = 0.0
+    class_weights: tuple[float, ...] | None = None
+    name: str = DEFAULT_LOSS
+    huber_delta: float = 1.0
+    target_mean: float = 0.0
+    target_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.name not in LOSSES:
+            raise ConfigError(f"config.loss.name={self.name!r} is not valid; choose one of "
+                              f"{list(LOSSES)}.")
+        if not 0.0 <= self.label_smoothing <= 1.0:
+            raise ConfigError(f"label_smoothing={self.label_smoothing!r} must lie in [0, 1].")
+        if self.regression and (self.label_smoothing or self.class_weights is not None):
+            raise ConfigError(f"config.loss.name={self.name!r} regresses: label smoothing and "
+                              f"class weights are for classification; set "
+                              f"config.loss.label_smoothing=0 and class_weights='none'.")
+        if self.name == "hinge" and self.label_smoothing:
+            raise ConfigError("config.loss.label_smoothing is for the cross-entropy losses, "
+                              "not 'hinge'; set it to 0.")
+        if not self.huber_delta > 0:
+            raise ConfigError(f"config.loss.huber_delta={self.huber_delta!r} must be positive.")
+        if not self.target_std > 0:
+            raise ValueError(f"target_std={self.target_std!r} must be positive.")
+        if self.class_weights is not None:  # a list from a config would not hash
+            object.__setattr__(self, "class_weights",
+                               tuple(float(w) for w in self.class_weights))
+
+    @property
+    def regression(self) -> bool:
+        return self.name in REGRESSION_LOSSES
+
+    @property
+    def target_key(self) -> str:
+        """The batch entry the loss compares the outputs with."""
+        return "target" if self.regression else "label"
+
+    def num_outputs(self, num_classes: int) -> int:
+        """How many units the model's output layer needs for the data's classes."""
+        if self.name == "binary_cross_entropy" and num_classes != 2:
+            raise ConfigError(f"config.loss.name='binary_cross_entropy' needs exactly 2 classes "
+                              f"(the second one positive); the data has {num_classes}.")
+        return 1 if self.regression or self.name == "binary_cross_entropy" else num_classes
+
+    def class_scores(self, outputs: jax.Array) -> jax.Array:
+        """[B, C] float32 scores whose argmax is the predicted class and whose softmax is
+        the class probabilities (logits; [0, z] for a single sigmoid output)."""
+        outputs = outputs.astype(jnp.float32)
+        if self.name == "binary_cross_entropy":
+            return jnp.concatenate([jnp.zeros_like(outputs), outputs], axis=-1)
+        return outputs
+
+    def values(self, outputs: jax.Array) -> jax.Array:
+        """[B] float32 predicted values of a regression model, in the target's units."""
+        return self.target_mean + self.target_std * outputs[..., 0].astype(jnp.float32)
+
+    def predictions(self, outputs: jax.Array) -> jax.Array:
+        """The predicted class of each example, or its predicted value."""
+        return self.values(outputs) if self.regression else jnp.argmax(
+            self.class_scores(outputs), -1)
+
+    def __call__(self, outputs: jax.Array, targets: jax.Array,
+                 mix_labels: jax.Array | None = None,
+                 mix_weight: jax.Array | None = None) -> jax.Array:
+        """The batch's scalar loss; `mix_labels` and `mix_weight` ([B]) for a mixup batch."""
+        numerator = self.numerator(outputs, targets, mix_labels, mix_weight)
+        if self.class_weights is None:
+            return numerator.mean()
+        return numerator.sum() / self.denominator(targets, mix_labels, mix_weight).sum()
+
+    def numerator(self, outputs: jax.Array, targets: jax.Array,
+                  mix_labels: jax.Array | None = None,
+                  mix_weight: jax.Array | None = None) -> jax.Array:
+        """Per-example numerators [B], float32."""
+        numerator = self._numerator(outputs, targets)
+        if mix_labels is not None:
+            numerator = mix_weight * numerator + (1 - mix_weight) * self._numerator(
+                outputs, mix_labels)
+        return numerator
+
+    def denominator(self, targets: jax.Array, mix_labels: jax.Array | None = None,
+                    mix_weight: jax.Array | None = None) -> jax.Array:
+        """Per-example denominators [B]. They do not depend on the model, so a batch split into
+        micro-batches or devices can divide every part by the whole batch's sum and add."""
+        if self.class_weights is None:
+            return jnp.ones(targets.shape, jnp.float32)
+        weights = jnp.asarray(self.class_weights, jnp.float32)
+        denominator = weights[targets]
+        if mix_labels is not None:
+            denominator = mix_weight * denominator + (1 - mix_weight) * weights[mix_labels]
+        return denominator
+
+    def per_example(self, outputs: jax.Array, targets: jax.Array) -> jax.Array:
+        """The plain per-example term [B], float32: no class weights, no smoothing."""
+        if self.regression:
+            return self.regression_term(self.values(outputs), targets)
+        scores = self.class_scores(outputs)
+        if self.name == "hinge":
+            return multi_margin_loss(scores, targets)
+        return cross_entropy_loss(scores, targets)
+
+    def regression_term(self, values: jax.Array, targets: jax.Array) -> jax.Array:
+        """The loss of predicted `values` against `targets`, elementwise."""
+        targets = jnp.asarray(targets, jnp.float32)
+        if self.name == "mse":
+            return optax.squared_error(values, targets)
+        if self.name == "mae":
+            return jnp.abs(values - targets)
+        return optax.huber_loss(values, targets, delta=self.huber_delta)
+
+    def _numerator(self, outputs: jax.Array, targets: jax.Array) -> jax.Array:
+        """Per-example numerator [B] of the batch loss for one set of targets, in float32."""
+        numerator = self.per_example(outputs, targets)
+        if self.regression:
+            return numerator
+        scores = self.class_scores(outputs)
+        weights = None
+        if self.class_weights is not None:
+            if len(self.class_weights) != scores.shape[-1]:
+                raise ConfigError(f"class_weights has {len(self.class_weights)} entries for "
+                                  f"{scores.shape[-1]} classes.")
+            weights = jnp.asarray(self.class_weights, jnp.float32)
+            numerator = weights[targets] * numerator
+        if self.label_smoothing:
+            neg_log_p = -jax.nn.log_softmax(scores)
+            if weights is not None:
+                neg_log_p = neg_log_p * weights
+            smooth = neg_log_p.sum(-1) / scores.shape[-1]
+            numerator = (1 - self.label_smoothing) * numerator + self.label_smoothing * smooth
+        return numerator
+
+    def batch_sums(self, outputs: jax.Array, targets: jax.Array) -> dict[str, jax.Array]:
+        """What a train step measures besides the loss, as sums over the batch (divided by
+        the example count once summed over micro-batches and devices): the correct
+        predictions, or the absolute and squared errors and, for the epoch's R², the
+        targets and their squares."""
+        if not self.regression:
+            return {"accuracy": jnp.sum(self.predictions(outputs) == targets)}
+        errors = self.values(outputs) - targets
+        return {"mae": jnp.abs(errors).sum(), "mse": jnp.square(errors).sum(),
+                "target": targets.sum(), "target_squared": jnp.square(targets).sum()}
+
+    def window_outputs(self, outputs: jax.Array) -> jax.Array:
+        """What evaluation averages over a recording's windows: class probabilities, the
+        hinge's scores, or the predicted value ([B, 1])."""
+        if self.regression:
+            return self.values(outputs)[:, None]
+        scores = self.class_scores(outputs)
+        return scores if self.name == "hinge" else jax.nn.softmax(scores, -1)
+
+    def probabilities(self, averaged: np.ndarray) -> np.ndarray:
+        """Class probabilities from averaged `window_outputs`; for the hinge, whose scores
+        are not probabilities, their softmax (its argmax is the hinge's prediction)."""
+        if self.name != "hinge":
+            return averaged
+        return np.asarray(jax.nn.softmax(jnp.asarray(averaged, jnp.float32), -1), np.float64)
+
+    def recording_losses(self, averaged: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """The loss of each recording judged on its averaged `window_outputs`: the negative
+        log of the true class's averaged probability (at least 1e-12), the hinge of the
+        averaged scores, or the regression loss of the averaged value."""
+        if self.regression:
+            return np.asarray(self.regression_term(jnp.asarray(averaged[:, 0], jnp.float32),
+                                                   targets))
+        if self.name == "hinge":
+            return np.asarray(multi_margin_loss(jnp.asarray(averaged, jnp.float32),
+                                                jnp.asarray(targets)))
+        true = np.clip(averaged[np.arange(len(targets)), targets], 1e-12, None)
+        return -np.log(true)
+
+
+def balanced_class_weights(labels: Sequence[int] | np.ndarray,
+                           num_classes: int) -> tuple[float, ...]:
+    """sklearn's 'balanced' weights, n / (num_classes * count_c): every class then carries
+    the same total weight in the loss. Raises DataError when a class has no example."""
+    labels = np.asarray(labels, np.int64).ravel()
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"labels must lie in [0, {num_classes}); found "
+                        f"{labels.min()}..{labels.max()}.")
+    counts = np.bincount(labels, minlength=num_classes)
+    empty = np.flatnonzero(counts == 0).tolist()
+    if empty:
+        raise DataError(f"classes {empty} have no examples; balanced class weights need at "
+                        f"least one example of each of the {num_classes} classes.")
+    return tuple(float(w) for w in labels.size / (num_classes * counts))
