@@ -7,19 +7,21 @@ from pathlib import Path
 from typing import Any
 
 from cnnjax.data.datasets import FRONTENDS, SOURCES
+from cnnjax.data.image_datasets import IMAGE_SOURCES
+from cnnjax.data.image_pipeline import IMAGE_NORMALIZATIONS
 from cnnjax.data.pascal import SUBSETS
 from cnnjax.data.pipeline import EVAL_WINDOWS, NORMALIZATIONS
 from cnnjax.errors import ConfigError
 from cnnjax.models.registry import MODELS
 from cnnjax.parallel import PARALLEL_MODES
+from cnnjax.train.losses import Loss, loss_name
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
 from cnnjax.train.recipe import COMPUTE_DTYPES
 
 CHOICES: dict[str, tuple[Any, ...]] = {
-    "data.name": tuple(SOURCES),
+    "data.name": (*SOURCES, *IMAGE_SOURCES),
     "data.subset": SUBSETS,
     "data.channels": (1, 3),
-    "data.normalization": NORMALIZATIONS,
     "audio.frontend": FRONTENDS,
     "model.name": tuple(MODELS),
     "optimizer.name": OPTIMIZERS,
@@ -49,6 +51,12 @@ def validate_config(config: Any) -> None:
         if value not in choices:
             raise ConfigError(f"config.{field}={value!r} is not valid; choose one of "
                               f"{list(choices)}.")
+    images = config.data.name in IMAGE_SOURCES
+    normalizations = IMAGE_NORMALIZATIONS if images else NORMALIZATIONS
+    if config.data.normalization not in normalizations:
+        raise ConfigError(f"config.data.normalization={config.data.normalization!r} is not "
+                          f"valid for {'images' if images else 'spectrograms'}; choose one of "
+                          f"{list(normalizations)}.")
     for field in POSITIVE:
         if not lookup(config, field) > 0:
             raise ConfigError(f"config.{field}={lookup(config, field)!r} must be positive.")
@@ -56,6 +64,9 @@ def validate_config(config: Any) -> None:
         value = lookup(config, field)
         if not 0 <= value < 1:
             raise ConfigError(f"config.{field}={value!r} must lie in [0, 1).")
+    # The loss's own checks (its name, and smoothing only where it applies), before any data.
+    Loss(name=loss_name(config), label_smoothing=float(config.loss.label_smoothing),
+         huber_delta=float(config.loss.get("huber_delta", 1.0)))
     if config.model.get("in_channels", config.data.channels) != config.data.channels:
         raise ConfigError(f"config.model.in_channels={config.model.in_channels} differs from "
                           f"config.data.channels={config.data.channels}; make them equal.")

@@ -85,9 +85,11 @@ def test_random_affine_is_identity_without_ranges_and_flips_when_asked():
     image = np.random.default_rng(0).normal(size=(12, 10, 3)).astype(np.float32)
     same = random_affine(image, np.random.default_rng(0))
     np.testing.assert_allclose(same, image, atol=1e-5)
-    flips = [random_affine(image, np.random.default_rng(s), flip=True) for s in range(8)]
+    flips = [random_affine(image, np.random.default_rng(s), horizontal_flip=True)
+             for s in range(8)]
     assert any(np.allclose(f, image[:, ::-1], atol=1e-5) for f in flips)
-    shifted = random_affine(image, np.random.default_rng(0), shift=0.2, shear=0.2, zoom=0.2)
+    shifted = random_affine(image, np.random.default_rng(0), width_shift_range=0.2,
+                            height_shift_range=0.2, shear_range=20, zoom_range=0.2)
     assert shifted.shape == image.shape and not np.allclose(shifted, image)
 
 

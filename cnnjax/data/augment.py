@@ -48,22 +48,55 @@ def mixup(images: np.ndarray, labels: np.ndarray, alpha: float, rng: np.random.G
             "mix_label": labels[perm], "mix_weight": weight}
 
 
-def random_affine(image: np.ndarray, rng: np.random.Generator, *, shift: float = 0.0,
-                  shear: float = 0.0, zoom: float = 0.0, flip: bool = False) -> np.ndarray:
-    """Keras ImageDataGenerator-style image augmentation on `[H, W, C]`: shifts up to `shift`
-    of the height/width, shear up to `shear` radians, zoom in [1 - zoom, 1 + zoom] per axis,
-    horizontal flip with probability 1/2; nearest-edge fill."""
+def keras_affine(shape: tuple[int, ...], *, shift: tuple[float, float] = (0.0, 0.0),
+                 shear: float = 0.0, zoom: tuple[float, float] = (1.0, 1.0)
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Keras ImageDataGenerator's affine map for an image of `shape` ([H, W, ...]), as
+    `(matrix, offset)`: output pixel (row, col) samples the input at
+    `matrix @ (row, col) + offset` (the inverse map, as `scipy.ndimage.affine_transform`).
+
+    About the centre ((H - 1) / 2, (W - 1) / 2), in Keras' x = column, y = row terms:
+    `x_in = zx * x - sin(shear) * zy * y + tx` and `y_in = cos(shear) * zy * y + ty`, with
+    `shift = (ty, tx)` in pixels (rows, columns), `zoom = (zy, zx)` and `shear` in degrees
+    as Keras' `shear_range` (Keras 1 read it as radians). A positive shift samples from
+    further down/right, so the content moves up/left; a zoom above 1 shows more of the
+    image, smaller."""
+    angle = np.deg2rad(shear)
+    zy, zx = zoom
+    matrix = np.array([[np.cos(angle) * zy, 0.0], [-np.sin(angle) * zy, zx]])
+    centre = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2])
+    return matrix, centre - matrix @ centre + np.asarray(shift, np.float64)
+
+
+def warp(image: np.ndarray, matrix: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """`[H, W, C]` float32 image resampled by the inverse map `(matrix, offset)` with
+    bilinear interpolation, pixels beyond the edge taking the nearest edge pixel's value
+    (Keras' `fill_mode='nearest'`, `interpolation_order=1`)."""
+    image = np.asarray(image, np.float32)
+    return np.stack([scipy.ndimage.affine_transform(image[..., c], matrix, offset, order=1,
+                                                    mode="nearest")
+                     for c in range(image.shape[-1])], axis=-1)
+
+
+def random_affine(image: np.ndarray, rng: np.random.Generator, *,
+                  width_shift_range: float = 0.0, height_shift_range: float = 0.0,
+                  shear_range: float = 0.0, zoom_range: float = 0.0,
+                  horizontal_flip: bool = False) -> np.ndarray:
+    """Keras ImageDataGenerator's random transform of an `[H, W, C]` image, as float32: a
+    shift of up to `height_shift_range` / `width_shift_range` of the height / width, a
+    shear of up to `shear_range` degrees, zooms `zy, zx` drawn from
+    [1 - zoom_range, 1 + zoom_range], all as one warp (`keras_affine`), then a horizontal
+    flip with probability 1/2. (Keras scales the shift along the columns by the height and
+    the one along the rows by the width, which is the same for square images.) Every draw is
+    made whatever is switched off, so one setting never changes another's random numbers;
+    all zero (and no flip) returns the image."""
     height, width = image.shape[:2]
-    ty, tx = rng.uniform(-shift, shift, 2) * (height, width)
-    angle = rng.uniform(-shear, shear)
-    zy, zx = rng.uniform(1 - zoom, 1 + zoom, 2)
-    # Output pixel (y, x) samples input at matrix @ (y, x) + offset, about the centre.
-    matrix = np.array([[zy, 0.0], [-np.sin(angle) * zy, np.cos(angle) * zx]])
-    centre = np.array([(height - 1) / 2, (width - 1) / 2])
-    offset = centre - matrix @ centre - (ty, tx)
-    out = np.stack([scipy.ndimage.affine_transform(image[..., c], matrix, offset, order=1,
-                                                   mode="nearest")
-                    for c in range(image.shape[-1])], axis=-1)
-    if flip and rng.random() < 0.5:
-        out = out[:, ::-1]
-    return out.astype(image.dtype)
+    shift = rng.uniform(-1, 1, 2) * (height_shift_range * height, width_shift_range * width)
+    shear = rng.uniform(-1, 1) * shear_range
+    zoom = rng.uniform(1 - zoom_range, 1 + zoom_range, 2)
+    flip = rng.random() < 0.5 and horizontal_flip
+    out = np.asarray(image, np.float32)
+    if height_shift_range or width_shift_range or shear_range or zoom_range:
+        out = warp(out, *keras_affine(image.shape, shift=tuple(shift), shear=shear,
+                                      zoom=tuple(zoom)))
+    return out[:, ::-1] if flip else out

@@ -18,9 +18,10 @@ import numpy as np
 
 from cnnjax.audio.features import MelSettings, log_mel, resample
 from cnnjax.audio.frontend import log_mel_many
-from cnnjax.audio.synth import SynthSettings, default_data_root, write_dataset
+from cnnjax.audio.synth import HEART_RATE_CSV, SynthSettings, default_data_root, write_dataset
 from cnnjax.data.builders import AudioFolder, PascalHeartbeat, build
 from cnnjax.data.feature_cache import FeatureCache
+from cnnjax.data.image_datasets import IMAGE_SOURCES, ImageDatasets, get_image_datasets
 from cnnjax.data.index import Index, audio_folder_index, pascal_index
 from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
                                   eval_batches, train_loader)
@@ -30,13 +31,23 @@ from cnnjax.errors import ConfigError, DataError
 Batch = dict[str, np.ndarray]
 
 
-def _synthetic(data: Any) -> tuple[type, Index, str]:
-    """The synthetic set is written in PASCAL set_b's layout and read by the real builder."""
+def _synthetic_folder(data: Any) -> Path:
+    """The synthetic set of `config.data.synthetic`, written once into the data directory."""
     settings = SynthSettings(
         num_per_class=tuple((label, int(n)) for label, n in data.synthetic.num_per_class),
         sample_rate=int(data.synthetic.sample_rate), seed=int(data.synthetic.seed))
-    folder = write_dataset(settings, data_root(data))
-    return PascalHeartbeat, pascal_index(folder, "set_b"), "set_b"
+    return write_dataset(settings, data_root(data))
+
+
+def _synthetic(data: Any) -> tuple[type, Index, str]:
+    """The synthetic set is written in PASCAL set_b's layout and read by the real builder."""
+    return PascalHeartbeat, pascal_index(_synthetic_folder(data), "set_b"), "set_b"
+
+
+def _synthetic_heart_rate(data: Any) -> tuple[type, Index, None]:
+    """The same recordings read as an audio folder whose CSV gives each one's heart rate
+    (beats per minute) as its regression target."""
+    return AudioFolder, audio_folder_index(_synthetic_folder(data), HEART_RATE_CSV), None
 
 
 def _manual_dir(data: Any) -> Path:
@@ -56,6 +67,7 @@ def _audio_folder(data: Any) -> tuple[type, Index, None]:
 
 SOURCES: dict[str, Callable[[Any], tuple[type, Index, str | None]]] = {
     "synthetic_heartbeat": _synthetic,
+    "synthetic_heart_rate": _synthetic_heart_rate,
     "pascal_heartbeat": _pascal,
     "audio_folder": _audio_folder,
 }
@@ -88,6 +100,13 @@ class Recordings:
     @property
     def file_names(self) -> list[str]:
         return [r["file_name"] for r in self.records]
+
+    @property
+    def targets(self) -> np.ndarray | None:
+        """Each recording's numeric target (float32), or None when the source has none (an
+        audio_folder CSV without a target column, the PASCAL sets)."""
+        targets = np.array([r.get("target", np.nan) for r in self.records], np.float32)
+        return None if np.isnan(targets).any() else targets
 
 
 def load_recordings(data: Any, log: Callable[[str], None] = _log) -> Recordings:
@@ -181,22 +200,26 @@ def image_settings(config: Any, mel: MelSettings) -> ImageSettings:
                          normalization=config.data.normalization)
 
 
-def get_datasets(config: Any) -> Datasets:
+def get_datasets(config: Any) -> Datasets | ImageDatasets:
     """Loads `config.data.name`, splits its labelled recordings as `config.data` says
-    (stratified hold-out, grouped, or fold k of n) and prepares the grain pipelines."""
+    (stratified hold-out, grouped, or fold k of n) and prepares the grain pipelines; an
+    image source (`IMAGE_SOURCES`) goes to `get_image_datasets`."""
     data = config.data
+    if data.name in IMAGE_SOURCES:
+        return get_image_datasets(config, data_root(data))
     recordings = load_recordings(data)
     mel = mel_settings(config)
     cache = FeatureCache(data_root(data) / "features" if data.feature_cache else None,
                          {**dataclasses.asdict(mel), "frontend": config.audio.frontend})
     specs = spectrograms(recordings, mel, cache, config.audio.frontend)
-    labels = recordings.labels
+    labels, targets = recordings.labels, recordings.targets
     train_idx, val_idx = split_indices(
         labels, recordings.groups if data.grouped else None, val_fraction=data.val_fraction,
         seed=data.split_seed, num_folds=data.num_folds, fold=data.fold)
 
     def source(indices: np.ndarray) -> SpectrogramSource:
-        return SpectrogramSource([specs[i] for i in indices], labels[indices])
+        return SpectrogramSource([specs[i] for i in indices], labels[indices],
+                                 None if targets is None else targets[indices])
 
     augment = AugmentSettings(**{f.name: config.augment[f.name]
                                  for f in dataclasses.fields(AugmentSettings)})

@@ -48,11 +48,16 @@ class AugmentSettings:
 
 
 class SpectrogramSource(grain.sources.RandomAccessDataSource):
-    """Random access to `{'spectrogram', 'label'}` records held in memory."""
+    """Random access to `{'spectrogram', 'label'}` records held in memory, with a float32
+    `target` each when the recordings carry one (regression)."""
 
-    def __init__(self, spectrograms: Sequence[np.ndarray], labels: np.ndarray):
+    def __init__(self, spectrograms: Sequence[np.ndarray], labels: np.ndarray,
+                 targets: np.ndarray | None = None):
         self.spectrograms, self.labels = list(spectrograms), np.asarray(labels, np.int32)
+        self.targets = None if targets is None else np.asarray(targets, np.float32)
         digest = hashlib.sha256(self.labels.tobytes())
+        if self.targets is not None:
+            digest.update(self.targets.tobytes())
         for spectrogram in self.spectrograms:
             digest.update(np.ascontiguousarray(spectrogram).tobytes())
         self.digest = digest.hexdigest()[:16]
@@ -65,7 +70,15 @@ class SpectrogramSource(grain.sources.RandomAccessDataSource):
         return len(self.spectrograms)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"spectrogram": self.spectrograms[index], "label": self.labels[index]}
+        record = {"spectrogram": self.spectrograms[index], "label": self.labels[index]}
+        if self.targets is not None:
+            record["target"] = self.targets[index]
+        return record
+
+
+def _targets_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The entries an example passes on besides its image: its label and any target."""
+    return {key: record[key] for key in ("label", "target") if key in record}
 
 
 def spectrogram_image(window: np.ndarray, settings: ImageSettings) -> np.ndarray:
@@ -98,7 +111,7 @@ class TrainWindow(grain.transforms.RandomMap):
             window = spec_augment(window, rng, freq_masks=a.freq_masks,
                                   freq_width=a.freq_mask_width, time_masks=a.time_masks,
                                   time_width=a.time_mask_width)
-        return {"image": spectrogram_image(window, self.image), "label": record["label"]}
+        return {"image": spectrogram_image(window, self.image), **_targets_of(record)}
 
 
 class Mixup(grain.transforms.RandomMap):
@@ -186,17 +199,22 @@ def window_images(spectrogram: np.ndarray, image: ImageSettings, windows: str
 def eval_batches(source: SpectrogramSource, image: ImageSettings, batch_size: int,
                  windows: str = "all") -> Iterator[dict[str, np.ndarray]]:
     """Every record's windows (`window_starts`) in order, in batches of exactly
-    `batch_size`; `record` says whose window each row is, and the last batch is padded with
-    zeros, `mask` marking the real rows. Predictions average over a record's windows."""
+    `batch_size`; `record` says whose window each row is (`label`, and `target` when the
+    source has targets, are its record's), and the last batch is padded with zeros, `mask`
+    marking the real rows. Predictions average over a record's windows."""
     rows: list[tuple[np.ndarray, int, int]] = []
 
     def batch(rows: list[tuple[np.ndarray, int, int]]) -> dict[str, np.ndarray]:
         real, pad = len(rows), batch_size - len(rows)
         images = np.stack([r[0] for r in rows] + [np.zeros_like(rows[0][0])] * pad)
-        return {"image": images,
-                "label": np.array([r[1] for r in rows] + [0] * pad, np.int32),
-                "record": np.array([r[2] for r in rows] + [0] * pad, np.int32),
-                "mask": np.arange(batch_size) < real}
+        out = {"image": images,
+               "label": np.array([r[1] for r in rows] + [0] * pad, np.int32),
+               "record": np.array([r[2] for r in rows] + [0] * pad, np.int32),
+               "mask": np.arange(batch_size) < real}
+        if source.targets is not None:
+            out["target"] = np.array([source.targets[r[2]] for r in rows] + [0.0] * pad,
+                                     np.float32)
+        return out
 
     for index in range(len(source)):
         record = source[index]
