@@ -8,7 +8,6 @@ recording and settings), split by `config.data` and served by the grain pipeline
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from cnnjax.data.builders import AudioFolder, PascalHeartbeat, build
 from cnnjax.data.feature_cache import FeatureCache
 from cnnjax.data.image_datasets import IMAGE_SOURCES, ImageDatasets, get_image_datasets
 from cnnjax.data.index import Index, audio_folder_index, pascal_index
-from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
+from cnnjax.data.pipeline import (AugmentSettings, EpochBatches, ImageSettings, SpectrogramSource,
                                   eval_batches, train_loader)
 from cnnjax.data.splits import split_indices
 from cnnjax.errors import ConfigError, DataError
@@ -153,7 +152,7 @@ def spectrograms(recordings: Recordings, mel: MelSettings, cache: FeatureCache,
 
 
 @dataclass
-class Datasets:
+class Datasets(EpochBatches):
     """Train and validation sets of one experiment, and how to batch them."""
     class_names: tuple[str, ...]
     train: SpectrogramSource
@@ -171,23 +170,9 @@ class Datasets:
     def input_shape(self) -> tuple[int, int, int]:
         return (*self.image.image_size, self.image.channels)
 
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.train) // self.batch_size
-
-    @property
-    def eval_steps(self) -> int:
-        return math.ceil(len(self.val) / self.eval_batch_size)
-
-    def train_batches(self, epoch: int, state: bytes | None = None) -> Iterator[Batch]:
-        """Epoch `epoch`'s batches; its iterator's `get_state()` / a `state` passed back here
-        resume mid-epoch at exactly the next batch."""
-        iterator = iter(train_loader(self.train, self.image, self.augment,
-                                     batch_size=self.batch_size, seed=self.seed, epoch=epoch,
-                                     workers=self.workers))
-        if state is not None:
-            iterator.set_state(state)
-        return iterator
+    def _train_loader(self, epoch: int) -> Any:
+        return train_loader(self.train, self.image, self.augment, batch_size=self.batch_size,
+                            seed=self.seed, epoch=epoch, workers=self.workers)
 
     def eval_batches(self) -> Iterator[Batch]:
         return eval_batches(self.val, self.image, self.eval_batch_size, self.eval_windows)

@@ -10,7 +10,6 @@ the image pipeline. `ImageDatasets` answers the trainer as the spectrograms' `Da
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import shutil
 import sys
@@ -25,6 +24,7 @@ from cnnjax.data.image_builders import build_images, image_folder_index
 from cnnjax.data.image_pipeline import (ImageAugment, ImageSource, image_eval_batches,
                                         image_train_loader)
 from cnnjax.data.index import Index
+from cnnjax.data.pipeline import EpochBatches
 from cnnjax.data.splits import split_indices
 from cnnjax.data.synthetic_images import SyntheticImageSettings, write_image_folder
 from cnnjax.errors import ConfigError, DataError
@@ -128,7 +128,7 @@ def load_images(data: Any, root: Path, log: Callable[[str], None] = _log) -> Ima
 
 
 @dataclass
-class ImageDatasets:
+class ImageDatasets(EpochBatches):
     """Train and validation images of one experiment and how to batch them; the same
     interface as the spectrograms' `Datasets` (one evaluation window per image)."""
     class_names: tuple[str, ...]
@@ -147,23 +147,10 @@ class ImageDatasets:
     def input_shape(self) -> tuple[int, int, int]:
         return (*self.image_size, 3)
 
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.train) // self.batch_size
-
-    @property
-    def eval_steps(self) -> int:
-        return math.ceil(len(self.val) / self.eval_batch_size)
-
-    def train_batches(self, epoch: int, state: bytes | None = None) -> Iterator[Batch]:
-        """Epoch `epoch`'s batches; its iterator's `get_state()` / a `state` passed back here
-        resume mid-epoch at exactly the next batch."""
-        iterator = iter(image_train_loader(self.train, self.augment, self.normalization,
-                                           batch_size=self.batch_size, seed=self.seed,
-                                           epoch=epoch, workers=self.workers))
-        if state is not None:
-            iterator.set_state(state)
-        return iterator
+    def _train_loader(self, epoch: int) -> Any:
+        return image_train_loader(self.train, self.augment, self.normalization,
+                                  batch_size=self.batch_size, seed=self.seed, epoch=epoch,
+                                  workers=self.workers)
 
     def eval_batches(self) -> Iterator[Batch]:
         return image_eval_batches(self.val, self.normalization, self.eval_batch_size)

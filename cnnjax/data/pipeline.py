@@ -225,3 +225,32 @@ def eval_batches(source: SpectrogramSource, image: ImageSettings, batch_size: in
                 rows = []
     if rows:
         yield batch(rows)
+
+
+class EpochBatches:
+    """What the train loop asks of a dataset, given `train`, `val`, `batch_size`,
+    `eval_batch_size` and the subclass's `_train_loader(epoch)`: step counts, and an epoch's
+    batches resumable mid-epoch from its grain iterator's state."""
+    train: Any
+    val: Any
+    batch_size: int
+    eval_batch_size: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train) // self.batch_size
+
+    @property
+    def eval_steps(self) -> int:
+        return math.ceil(len(self.val) / self.eval_batch_size)
+
+    def _train_loader(self, epoch: int) -> Any:
+        raise NotImplementedError
+
+    def train_batches(self, epoch: int, state: bytes | None = None) -> Iterator[Any]:
+        """Epoch `epoch`'s batches; its iterator's `get_state()` / a `state` passed back here
+        resume mid-epoch at exactly the next batch."""
+        iterator = iter(self._train_loader(epoch))
+        if state is not None:
+            iterator.set_state(state)
+        return iterator
