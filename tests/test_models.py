@@ -6,7 +6,7 @@ import pytest
 
 from cnnjax.errors import ConfigError
 from cnnjax.models import SimpleCNN, get_model, resnet18, resnet34, resnet50
-from cnnjax.models.layers import avg_pool_2x2, max_pool_2x2, min_pool_2x2
+from cnnjax.models.layers import avg_pool_2x2, max_pool, max_pool_2x2, min_pool_2x2
 
 
 def param_count(tree) -> int:
@@ -62,6 +62,32 @@ def test_pools_against_hand_computed_values():
     assert max_pool_2x2(x)[0, :, :, 0].tolist() == [[5., 7.]]
     assert min_pool_2x2(x)[0, :, :, 0].tolist() == [[-4., -2.]]
     assert avg_pool_2x2(x)[0, :, :, 0].tolist() == [[1.25, 1.5]]
+
+
+def test_strided_max_pool_by_hand():
+    # 3x3 windows at stride 2 with one row/column of -inf padding, as ResNet's stem pools.
+    x = jnp.array([[1., 5., -2., 0.],
+                   [3., -4., 7., 1.],
+                   [2., 8., 2., -6.],
+                   [0., -1., 4., 3.]])[None, :, :, None]
+    assert max_pool(x, 3, 2, padding=1)[0, :, :, 0].tolist() == [[5., 7.], [8., 8.]]
+    assert max_pool(x, 3, 2)[0, :, :, 0].tolist() == [[8.]]  # floor mode: one window fits
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_strided_max_pool_and_its_gradient_match_reduce_window(padding):
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 11, 9, 3))  # odd sizes, no ties
+    weights = jax.random.normal(jax.random.PRNGKey(1), (2, 5 + padding, 4 + padding, 3))
+    pads = ((padding, padding), (padding, padding))
+
+    def reference(x):
+        return nn.max_pool(x, (3, 3), strides=(2, 2), padding=pads)
+
+    assert reference(x).shape == weights.shape
+    np.testing.assert_array_equal(max_pool(x, 3, 2, padding), reference(x))
+    ours = jax.grad(lambda x: jnp.sum(max_pool(x, 3, 2, padding) * weights))(x)
+    theirs = jax.grad(lambda x: jnp.sum(reference(x) * weights))(x)
+    np.testing.assert_array_equal(ours, theirs)
 
 
 def test_batch_norm_statistics_update_in_train_mode_only():

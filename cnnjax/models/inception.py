@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from cnnjax.errors import ConfigError
 from cnnjax.models.heads import check_head, fresh_head
-from cnnjax.models.layers import Dtype, global_avg_pool
+from cnnjax.models.layers import Dtype, global_avg_pool, max_pool
 from cnnjax.models.norms import bn_layer, check_frozen_norms, nested_norms
 
 # torchvision's children in forward order: `features_at` may name any of them.
@@ -90,7 +90,7 @@ def avg_pool_3x3(x: jnp.ndarray) -> jnp.ndarray:
 
 def max_pool_3x3_s2(x: jnp.ndarray) -> jnp.ndarray:
     """torch's `max_pool2d(x, 3, stride=2)`: no padding, floor mode."""
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    return max_pool(x, 3, 2)
 
 
 class InceptionA(_Block):

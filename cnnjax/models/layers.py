@@ -122,6 +122,30 @@ def min_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
     return -_pool_2x2(-x, jnp.max)
 
 
+def max_pool(x: jnp.ndarray, window: int, stride: int, padding: int = 0) -> jnp.ndarray:
+    """`window` x `window` max pooling at `stride` (torch's `max_pool2d`: -inf padding, floor
+    mode), as the running maximum of `window`² strided slices.
+
+    The same values as `nn.max_pool`. XLA's CPU backend differentiates it faster than
+    `reduce_window` (whose gradient is a `select_and_scatter`): ResNet-34's train step about
+    7% (benchmarks/NOTES.md). A window whose maximum is tied shares its gradient among the
+    tied entries where torch gives it all to the first; after a ReLU the only likely ties are
+    zeros, whose gradient the ReLU drops either way.
+    """
+    if padding:
+        edge = (padding, padding)
+        x = jnp.pad(x, ((0, 0), edge, edge, (0, 0)), constant_values=-jnp.inf)
+    _, height, width, _ = x.shape
+    out_h, out_w = (height - window) // stride + 1, (width - window) // stride + 1
+    pooled = None
+    for row in range(window):
+        for col in range(window):
+            part = x[:, row:row + stride * (out_h - 1) + 1:stride,
+                     col:col + stride * (out_w - 1) + 1:stride, :]
+            pooled = part if pooled is None else jnp.maximum(pooled, part)
+    return pooled
+
+
 POOLS_2X2: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
     "max": max_pool_2x2,
     "avg": avg_pool_2x2,

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from cnnjax.errors import ConfigError
 from cnnjax.models.heads import check_head, fresh_head
-from cnnjax.models.layers import Dtype, global_avg_pool, torch_conv, torch_dense
+from cnnjax.models.layers import Dtype, global_avg_pool, max_pool, torch_conv, torch_dense
 from cnnjax.models.norms import bn_layer, check_frozen_norms, nested_norms
 
 
@@ -107,7 +107,7 @@ class ResNet(nn.Module):
         block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
         x = torch_conv(64, 7, 2, padding=3, dtype=self.dtype, name="conv1")(x)
         x = nn.relu(bn_layer(self, train, "bn1")(x))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = max_pool(x, 3, 2, padding=1)
         for stage, num_blocks in enumerate(self.stage_sizes[:num_stages]):
             features = 64 * 2**stage
             for index in range(num_blocks):
