@@ -59,10 +59,5 @@ if [[ "${1:-}" == "test" ]]; then
   exec "$python" -m pytest "$@"
 fi
 
-# XLA's CPU backend: leave its YNNPACK fusions off. Measured side by side on a 2-core AMD EPYC
-# (benchmarks/NOTES.md): ResNet-34 train steps 1.8x and the Keras-style CNN's 3.1x faster.
-# The flag is known to jaxlib 0.10.2 and later; GPUs and TPUs ignore it.
-if [[ "${XLA_FLAGS:-}" != *xla_cpu_experimental_ynn_fusion_type* ]]; then
-  export XLA_FLAGS="${XLA_FLAGS:-} --xla_cpu_experimental_ynn_fusion_type="
-fi
+# cnnjax.main adds its measured-fastest XLA flags (cnnjax/runtime.py) to XLA_FLAGS.
 exec "$python" -m cnnjax.main "$@"

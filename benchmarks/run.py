@@ -14,7 +14,8 @@ Beside images/s the table gives the first step's time (tracing and XLA compilati
 persistent cache is off unless JAX_COMPILATION_CACHE_DIR is set) and the achieved GFLOP/s
 (XLA's own count of the compiled step's floating-point operations over the step time) next
 to the machine's ceiling: a 4096x4096 float32 matmul measured in the same run. torch uses as
-many threads as there are cores, as XLA does.
+many threads as there are cores, as XLA does. cnnjax runs under the XLA flags it ships
+(`cnnjax.runtime`); `--xla-defaults` leaves XLA_FLAGS as it finds them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 import optax
 
 from cnnjax.models import SimpleCNN, resnet18, resnet34, resnet50
+from cnnjax.runtime import use_fast_xla_flags
 from cnnjax.train import create_train_state
 from cnnjax.train.steps import jit_eval_step, jit_train_step
 
@@ -186,7 +188,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--xla-defaults", action="store_true",
+                        help="do not add cnnjax's XLA flags (measure XLA_FLAGS as set)")
     args = parser.parse_args()
+    if not args.xla_defaults:
+        use_fast_xla_flags()
     chosen = [w for w in WORKLOADS if not args.only or w.name in args.only.split(",")]
     if not chosen:
         parser.error(f"--only matches no workload; choose from {[w.name for w in WORKLOADS]}")
@@ -236,7 +242,8 @@ def main() -> None:
 
 
 def print_table(rows: list[dict], impls: list[str], ceiling: float) -> None:
-    print(f"\n{machine()['summary']}; float32 matmul ceiling {ceiling:.0f} GFLOP/s")
+    print(f"\n{machine()['summary']}; float32 matmul ceiling {ceiling:.0f} GFLOP/s; "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     header = f"{'workload':28} {'batch':>5} " + " ".join(f"{i + ' img/s':>24}" for i in impls)
     header += f" {'ratio':>6} {'GFLOP/s':>8} {'first step s':>12}"
     print(header)

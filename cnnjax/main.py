@@ -170,6 +170,9 @@ def _run_predict(workdir: Path) -> None:
 
 
 def run() -> None:
+    from cnnjax.runtime import use_fast_xla_flags
+
+    use_fast_xla_flags()  # before JAX starts its backend
     app.run(main, flags_parser=parse_flags)
 
 

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from cnnjax.runtime import use_fast_xla_flags
+
+use_fast_xla_flags()  # the tests run under the XLA flags that runs ship with
+
 REPO = Path(__file__).resolve().parents[1]
 PASCAL_DIR = REPO.parent / "shared" / "data" / "pascal-heartbeat"
 
