@@ -8,6 +8,7 @@ The pieces a research script imports:
     cnnjax.audio    load_audio, log_mel, crop_frames, to_image, synthetic heart sounds
     cnnjax.metrics  confusion_matrix, classification_report
     cnnjax.report   JSON/JSONL writers, confusion-matrix and learning-curve plots
+    cnnjax.use_fast_xla_flags   the XLA flags runs ship with (call before computing)
 """
 
 from cnnjax import audio, data, metrics, models, report, train
@@ -16,6 +17,7 @@ from cnnjax.data import get_datasets
 from cnnjax.errors import CnnjaxError, ConfigError, DataError
 from cnnjax.metrics import classification_report, confusion_matrix
 from cnnjax.models import ResNet, SimpleCNN, get_model, resnet18, resnet34, resnet50
+from cnnjax.runtime import use_fast_xla_flags
 from cnnjax.train import (TrainState, create_train_state, eval_step, jit_eval_step,
                           jit_train_step, make_optimizer, train_and_evaluate, train_step)
 
@@ -26,5 +28,5 @@ __all__ = [
     "classification_report", "confusion_matrix", "create_train_state", "data", "eval_step",
     "get_datasets", "get_model", "jit_eval_step", "jit_train_step", "load_audio", "log_mel",
     "make_optimizer", "metrics", "models", "report", "resnet18", "resnet34", "resnet50",
-    "to_image", "train", "train_and_evaluate", "train_step",
+    "to_image", "train", "train_and_evaluate", "train_step", "use_fast_xla_flags",
 ]
