@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 from benchmarks.run import Workload, jax_step, torch_step
+from benchmarks.timing import step_times
 from cnnjax.runtime import use_fast_xla_flags
 
 
@@ -50,14 +50,7 @@ def resnet34_convs(size: int, channels: int = 3) -> list[Conv]:
 
 
 def median_ms(fn: Callable[[], object], steps: int) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(steps):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e3
+    return statistics.median(step_times(fn, steps)) * 1e3
 
 
 def jax_conv_ms(c: Conv, batch: int, steps: int) -> tuple[float, float, float]:

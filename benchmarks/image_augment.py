@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.timing import step_times
 from cnnjax.data.augment import keras_affine, random_affine
 
 RANGES = {"width_shift_range": 0.2, "height_shift_range": 0.2, "shear_range": 20.0,
@@ -31,12 +31,7 @@ RANGES = {"width_shift_range": 0.2, "height_shift_range": 0.2, "shear_range": 20
 
 
 def _timed(run: Callable[[], object], repeats: int) -> dict[str, float]:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
+    times = step_times(run, repeats, warmup=1)
     return {"min_ms": 1e3 * min(times), "median_ms": 1e3 * statistics.median(times)}
 
 

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks.timing import step_times
 from cnnjax.models import SimpleCNN, resnet18, resnet34, resnet50
 from cnnjax.runtime import use_fast_xla_flags
 from cnnjax.train import create_train_state
@@ -158,26 +159,14 @@ def _torch_keras_cnn(w: Workload):
 
 
 def seconds_per_step(step: Step, steps: int) -> float:
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(steps):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return statistics.median(step_times(step, steps))
 
 
 def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
     """The machine's float32 ceiling as XLA reaches it: an n x n matmul."""
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
     matmul = jax.jit(lambda x: x @ x)
-    jax.block_until_ready(matmul(a))
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        jax.block_until_ready(matmul(a))
-        times.append(time.perf_counter() - started)
+    times = step_times(lambda: jax.block_until_ready(matmul(a)), repeats, warmup=1)
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 

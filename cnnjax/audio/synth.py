@@ -152,10 +152,7 @@ def write_dataset(settings: SynthSettings = SynthSettings(),
     folder = root / f"synthetic_heartbeat-{settings.fingerprint()}"
     if (folder / "synth_settings.json").exists():
         return folder
-    # Written beside the target and renamed into place, so a concurrent or interrupted
-    # writer never leaves a half-written dataset behind under the final name.
-    staging = root / f".{folder.name}.{os.getpid()}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_folder(folder)
     (staging / "set_b").mkdir(parents=True)
     rng = np.random.default_rng(settings.seed)
     rows, rates = [], []
@@ -180,9 +177,25 @@ def write_dataset(settings: SynthSettings = SynthSettings(),
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(table)
-    (staging / "synth_settings.json").write_text(json.dumps(asdict(settings), indent=2))
+    return publish_folder(staging, folder, asdict(settings))
+
+
+def staging_folder(folder: Path) -> Path:
+    """An empty private folder beside `folder`: a synthetic set is written there and then
+    renamed into place (`publish_folder`), so a concurrent or interrupted writer never leaves
+    a half-written set under the final name."""
+    staging = folder.parent / f".{folder.name}.{os.getpid()}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish_folder(staging: Path, folder: Path, settings: dict) -> Path:
+    """Marks `staging` finished (`synth_settings.json`, which readers check for) and renames
+    it to `folder`; when another process finished first, its copy is kept."""
+    (staging / "synth_settings.json").write_text(json.dumps(settings, indent=2))
     try:
         os.rename(staging, folder)
-    except OSError:  # another process finished first: keep its copy
+    except OSError:
         shutil.rmtree(staging, ignore_errors=True)
     return folder

@@ -104,6 +104,19 @@ class AudioFolder(_RecordingsBuilder):
         return {**super()._fields(entry), "target": entry.target}
 
 
+def prepare(builder: Any, index: Index, items: str) -> None:
+    """Runs `builder`'s TFDS build; a build in which nothing was readable (TFDS refuses an
+    empty split) ends in a DataError naming what the index skipped."""
+    try:
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+    except Exception as error:
+        if builder.num_yielded == 0:
+            raise DataError(f"no readable {items} for {builder.name}: "
+                            f"{index.summary(0)}") from error
+        raise
+
+
 def build(builder_class: type[_RecordingsBuilder], index: Index, data_dir: Path, *,
           config: str | None = None, max_seconds: float = 600.0, log: Any = print
           ) -> tuple[tfds.core.DatasetBuilder, dict[str, Any]]:
@@ -116,14 +129,7 @@ def build(builder_class: type[_RecordingsBuilder], index: Index, data_dir: Path,
         return builder, json.loads(summary_path.read_text())
     log(f"building {builder.name}{'/' + config if config else ''} from "
         f"{len(index.entries)} recordings into {builder.data_dir} (once)")
-    try:
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
-    except Exception as error:
-        if builder.num_yielded == 0:  # TFDS refuses an empty split
-            raise DataError(f"no readable recordings for {builder.name}: "
-                            f"{index.summary(0)}") from error
-        raise
+    prepare(builder, index, "recordings")
     num_examples = builder.info.splits["labelled"].num_examples
     summary = {"num_examples": num_examples, "class_names": list(index.class_names),
                "skipped": index.skipped, "flagged": index.flagged,

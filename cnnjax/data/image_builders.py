@@ -22,12 +22,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cnnjax.data.builders import SUMMARY_FILE, prepare
 from cnnjax.data.index import Entry, Index
 from cnnjax.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                   ".pgm", ".pbm")
-SUMMARY_FILE = "build_summary.json"
 RECORDS_FILE = "records.json"
 
 
@@ -162,14 +162,7 @@ def build_images(index: Index, image_size: tuple[int, int], data_dir: Path, *,
             (name, label) for name, label in json.loads(records_path.read_text())]
     log(f"building {builder.name} from {len(index.entries)} images at "
         f"{image_size[0]}x{image_size[1]} into {builder.data_dir} (once)")
-    try:
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
-    except Exception as error:
-        if builder.num_yielded == 0:  # TFDS refuses an empty split
-            raise DataError(f"no readable images for {builder.name}: "
-                            f"{index.summary(0)}") from error
-        raise
+    prepare(builder, index, "images")
     listing = builder.as_data_source(split="labelled",
                                      decoders={"image": tfds.decode.SkipDecoding()})
     records = [(r["file_name"].decode(), int(r["label"])) for r in listing]

@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import grain
-import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
 from cnnjax.data.augment import random_affine
-from cnnjax.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, Mixup, ProcessShareSampler, epoch_seed
+from cnnjax.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, epoch_loader
 
 IMAGE_NORMALIZATIONS = ("rescale", "imagenet")
 
@@ -112,16 +111,9 @@ class TrainImage(grain.transforms.RandomMap):
 def image_train_loader(source: ImageSource, augment: ImageAugment, normalization: str, *,
                        batch_size: int, seed: int, epoch: int, workers: int = 0
                        ) -> grain.DataLoader:
-    """One epoch of shuffled, augmented, full batches. `batch_size` is global; with several
-    processes each one reads its share of every batch (`ProcessShareSampler`)."""
-    sampler = ProcessShareSampler(len(source), batch_size, epoch_seed(seed, epoch),
-                                  jax.process_index(), jax.process_count())
-    operations: list[Any] = [TrainImage(augment, normalization),
-                             grain.transforms.Batch(sampler.share, drop_remainder=True)]
-    if augment.mixup_alpha > 0:
-        operations.append(Mixup(augment.mixup_alpha))
-    return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
-                            worker_count=workers, shard_options=grain.sharding.NoSharding())
+    """One epoch of shuffled batches of augmented images (`epoch_loader`)."""
+    return epoch_loader(source, TrainImage(augment, normalization), augment.mixup_alpha,
+                        batch_size=batch_size, seed=seed, epoch=epoch, workers=workers)
 
 
 def image_eval_batches(source: ImageSource, normalization: str, batch_size: int

@@ -8,6 +8,7 @@ iterator state mid-epoch. Evaluation takes centre windows in order and pads the 
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import math
 from dataclasses import dataclass
@@ -161,18 +162,26 @@ class ProcessShareSampler:
         return grain.RecordMetadata(index=index, record_key=chosen.record_key, rng=chosen.rng)
 
 
-def train_loader(source: SpectrogramSource, image: ImageSettings, augment: AugmentSettings, *,
-                 batch_size: int, seed: int, epoch: int, workers: int = 0) -> grain.DataLoader:
-    """One epoch of shuffled, augmented, full batches. `batch_size` is global; with several
-    processes each one reads its share of every batch (`ProcessShareSampler`)."""
+def epoch_loader(source: Any, transform: Any, mixup_alpha: float, *, batch_size: int,
+                 seed: int, epoch: int, workers: int = 0) -> grain.DataLoader:
+    """One epoch of shuffled full batches, each record through `transform` (a grain random
+    map: augmentation), then mixup when `mixup_alpha` > 0. `batch_size` is global; with
+    several processes each one reads its share of every batch (`ProcessShareSampler`)."""
     sampler = ProcessShareSampler(len(source), batch_size, epoch_seed(seed, epoch),
                                   jax.process_index(), jax.process_count())
-    operations: list[Any] = [TrainWindow(image, augment),
+    operations: list[Any] = [transform,
                              grain.transforms.Batch(sampler.share, drop_remainder=True)]
-    if augment.mixup_alpha > 0:
-        operations.append(Mixup(augment.mixup_alpha))
+    if mixup_alpha > 0:
+        operations.append(Mixup(mixup_alpha))
     return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
                             worker_count=workers, shard_options=grain.sharding.NoSharding())
+
+
+def train_loader(source: SpectrogramSource, image: ImageSettings, augment: AugmentSettings, *,
+                 batch_size: int, seed: int, epoch: int, workers: int = 0) -> grain.DataLoader:
+    """One epoch of shuffled batches of randomly cropped, augmented spectrogram windows."""
+    return epoch_loader(source, TrainWindow(image, augment), augment.mixup_alpha,
+                        batch_size=batch_size, seed=seed, epoch=epoch, workers=workers)
 
 
 EVAL_WINDOWS = ("centre", "all")
@@ -227,7 +236,7 @@ def eval_batches(source: SpectrogramSource, image: ImageSettings, batch_size: in
         yield batch(rows)
 
 
-class EpochBatches:
+class EpochBatches(abc.ABC):
     """What the train loop asks of a dataset, given `train`, `val`, `batch_size`,
     `eval_batch_size` and the subclass's `_train_loader(epoch)`: step counts, and an epoch's
     batches resumable mid-epoch from its grain iterator's state."""
@@ -244,8 +253,9 @@ class EpochBatches:
     def eval_steps(self) -> int:
         return math.ceil(len(self.val) / self.eval_batch_size)
 
+    @abc.abstractmethod
     def _train_loader(self, epoch: int) -> Any:
-        raise NotImplementedError
+        """Epoch `epoch`'s grain loader of training batches."""
 
     def train_batches(self, epoch: int, state: bytes | None = None) -> Iterator[Any]:
         """Epoch `epoch`'s batches; its iterator's `get_state()` / a `state` passed back here

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from cnnjax.audio.synth import publish_folder, staging_folder
 
 CLASSES = ("cat", "dog")
 # File formats with their share of the images: mostly JPEG, as photo folders are.
@@ -157,10 +157,7 @@ def write_image_folder(settings: SyntheticImageSettings, root: str | Path) -> Pa
     folder = root / f"synthetic_images-{settings.fingerprint()}"
     if (folder / "synth_settings.json").exists():
         return folder
-    # Written beside the target and renamed into place, so a concurrent or interrupted
-    # writer never leaves a half-written set under the final name.
-    staging = root / f".{folder.name}.{os.getpid()}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_folder(folder)
     rng = np.random.default_rng(settings.seed)
     suffixes, shares = zip(*FORMATS)
     for label, count in settings.num_per_class:
@@ -171,9 +168,4 @@ def write_image_folder(settings: SyntheticImageSettings, root: str | Path) -> Pa
             options = {"quality": int(rng.integers(60, 96))} if suffix in (".jpg", ".webp") \
                 else {}
             image.save(staging / label / f"{i:05d}{suffix}", **options)
-    (staging / "synth_settings.json").write_text(json.dumps(asdict(settings), indent=2))
-    try:
-        os.rename(staging, folder)
-    except OSError:  # another process finished first: keep its copy
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return publish_folder(staging, folder, asdict(settings))
