@@ -1,7 +1,8 @@
 """Train-step and evaluation throughput of cnnjax's models, side by side with PyTorch.
 
     python -m benchmarks.run [--only resnet34_train_224,...] [--torch] [--steps 10]
-                             [--repeats 2] [--out benchmarks/results/cpu.json]
+                             [--repeats 2] [--dtype bfloat16] [--batch 256]
+                             [--out benchmarks/results/cpu.json]
 
 Everything runs in one process, interleaved: for each repeat, each workload runs in cnnjax,
 then (with --torch) in PyTorch channels_last and NCHW, so a machine that slows down mid-run
@@ -16,6 +17,11 @@ persistent cache is off unless JAX_COMPILATION_CACHE_DIR is set) and the achieve
 to the machine's ceiling: a 4096x4096 float32 matmul measured in the same run. torch uses as
 many threads as there are cores, as XLA does. cnnjax runs under the XLA flags it ships
 (`cnnjax.runtime`); `--xla-defaults` leaves XLA_FLAGS as it finds them.
+
+`--dtype bfloat16` compares mixed precision on both sides: cnnjax's `config.dtype='bfloat16'`
+(bf16 convolutions and matmuls, float32 parameters, statistics and optimizer) against
+PyTorch's automatic mixed precision (`torch.autocast` to bfloat16 around forward and loss).
+`--batch` replaces every workload's batch size (the largest batch that fits a GPU).
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class Workload:
     size: int
     channels: int = 3
     num_classes: int = 1000
+    dtype: str = "float32"  # compute dtype: 'float32' | 'bfloat16' (parameters stay float32)
 
 
 WORKLOADS = (
@@ -79,7 +86,8 @@ def _batch(w: Workload) -> tuple[np.ndarray, np.ndarray]:
 def jax_step(w: Workload) -> tuple[Step, float, float]:
     """cnnjax's step for `w`, the first call's seconds (compile included) and XLA's flop
     count of one step."""
-    model = JAX_MODELS[w.arch](num_classes=w.num_classes, in_channels=w.channels)
+    model = JAX_MODELS[w.arch](num_classes=w.num_classes, in_channels=w.channels,
+                               dtype=jnp.dtype(w.dtype))
     state = create_train_state(model, optax.adam(1e-4), (w.size, w.size, w.channels),
                                jax.random.PRNGKey(0))
     images, labels = _batch(w)
@@ -128,16 +136,20 @@ def torch_step(w: Workload, channels_last: bool) -> Step:
         if device == "cuda":
             torch.cuda.synchronize()
 
+    def autocast():
+        return torch.autocast(device, torch.bfloat16, enabled=w.dtype == "bfloat16")
+
     def train() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        with autocast():
+            loss = loss_fn(model(x), y)
         loss.backward()
         optimizer.step()
         loss.item()
         sync()
 
     def evaluate() -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             model(x)
         sync()
 
@@ -176,6 +188,10 @@ def main() -> None:
     parser.add_argument("--torch", action="store_true", help="measure PyTorch as well")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="compute dtype (bfloat16: cnnjax bf16 compute vs torch autocast)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="batch size for every workload instead of its own")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--xla-defaults", action="store_true",
                         help="do not add cnnjax's XLA flags (measure XLA_FLAGS as set)")
@@ -185,6 +201,8 @@ def main() -> None:
     chosen = [w for w in WORKLOADS if not args.only or w.name in args.only.split(",")]
     if not chosen:
         parser.error(f"--only matches no workload; choose from {[w.name for w in WORKLOADS]}")
+    chosen = [dataclasses.replace(w, dtype=args.dtype, batch=args.batch or w.batch)
+              for w in chosen]
     impls = ["cnnjax"]
     if args.torch:
         import torch
@@ -231,8 +249,8 @@ def main() -> None:
 
 
 def print_table(rows: list[dict], impls: list[str], ceiling: float) -> None:
-    print(f"\n{machine()['summary']}; float32 matmul ceiling {ceiling:.0f} GFLOP/s; "
-          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    print(f"\n{machine()['summary']}; compute dtype {rows[0]['dtype']}; float32 matmul ceiling "
+          f"{ceiling:.0f} GFLOP/s; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     header = f"{'workload':28} {'batch':>5} " + " ".join(f"{i + ' img/s':>24}" for i in impls)
     header += f" {'ratio':>6} {'GFLOP/s':>8} {'first step s':>12}"
     print(header)
