@@ -14,9 +14,10 @@ same with `torch.optim.Adam`); evaluation is a forward pass in eval mode.
 Beside images/s the table gives the first step's time (tracing and XLA compilation; the
 persistent cache is off unless JAX_COMPILATION_CACHE_DIR is set) and the achieved GFLOP/s
 (XLA's own count of the compiled step's floating-point operations over the step time) next
-to the machine's ceiling: a 4096x4096 float32 matmul measured in the same run. torch uses as
-many threads as there are cores, as XLA does. cnnjax runs under the XLA flags it ships
-(`cnnjax.runtime`); `--xla-defaults` leaves XLA_FLAGS as it finds them.
+to the machine's ceiling: a 4096x4096 float32 matmul measured in the same run, and how many
+cores each implementation kept busy. torch uses as many threads as there are cores, as XLA
+does. cnnjax runs under the XLA flags it ships (`cnnjax.runtime`); `--xla-defaults` leaves
+XLA_FLAGS as it finds them.
 
 `--dtype bfloat16` compares mixed precision on both sides: cnnjax's `config.dtype='bfloat16'`
 (bf16 convolutions and matmuls, float32 parameters, statistics and optimizer) against
@@ -170,8 +171,12 @@ def _torch_keras_cnn(w: Workload):
     return torch.nn.Sequential(*layers)
 
 
-def seconds_per_step(step: Step, steps: int) -> float:
-    return statistics.median(step_times(step, steps))
+def seconds_per_step(step: Step, steps: int) -> tuple[float, float]:
+    """Median seconds per step, and the cores kept busy meanwhile (the process's CPU time,
+    all threads, over wall time: 2.0 is both cores of a 2-core machine)."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    median = statistics.median(step_times(step, steps))
+    return median, (time.process_time() - cpu) / (time.perf_counter() - wall)
 
 
 def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
@@ -215,6 +220,7 @@ def main() -> None:
     compile_s: dict[str, float] = {}
     flops: dict[str, float] = {}
     times: dict[tuple[str, str], list[float]] = {}
+    cores: dict[tuple[str, str], list[float]] = {}
     for repeat in range(args.repeats):
         for w in chosen:
             for impl in impls:
@@ -224,7 +230,9 @@ def main() -> None:
                         steps[key], compile_s[w.name], flops[w.name] = jax_step(w)
                     else:
                         steps[key] = torch_step(w, channels_last=impl == "torch_channels_last")
-                times.setdefault(key, []).append(seconds_per_step(steps[key], args.steps))
+                step_s, busy = seconds_per_step(steps[key], args.steps)
+                times.setdefault(key, []).append(step_s)
+                cores.setdefault(key, []).append(busy)
         print(f"repeat {repeat + 1}/{args.repeats} done", flush=True)
 
     rows = []
@@ -235,7 +243,8 @@ def main() -> None:
             step_s = statistics.median(times[w.name, impl])
             row[impl] = {"step_s": step_s, "images_per_s": w.batch / step_s,
                          "gflops": flops[w.name] / step_s / 1e9,
-                         "step_s_per_repeat": times[w.name, impl]}
+                         "step_s_per_repeat": times[w.name, impl],
+                         "cores_busy": statistics.median(cores[w.name, impl])}
         if args.torch:
             row["ratio_vs_channels_last"] = (row["cnnjax"]["images_per_s"]
                                              / row["torch_channels_last"]["images_per_s"])
@@ -252,17 +261,19 @@ def print_table(rows: list[dict], impls: list[str], ceiling: float) -> None:
     print(f"\n{machine()['summary']}; compute dtype {rows[0]['dtype']}; float32 matmul ceiling "
           f"{ceiling:.0f} GFLOP/s; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     header = f"{'workload':28} {'batch':>5} " + " ".join(f"{i + ' img/s':>24}" for i in impls)
-    header += f" {'ratio':>6} {'GFLOP/s':>8} {'first step s':>12}"
+    header += f" {'ratio':>6} {'GFLOP/s':>8} {'first step s':>12} {'cores busy':>12}"
     print(header)
     for row in rows:
         line = f"{row['name']:28} {row['batch']:5d} "
         line += " ".join(f"{row[i]['images_per_s']:24.1f}" for i in impls)
         ratio = row.get("ratio_vs_channels_last")
         line += f" {ratio:6.2f}" if ratio else f" {'-':>6}"
-        line += f" {row['cnnjax']['gflops']:8.0f} {row['first_step_s']:12.1f}"
+        line += f" {row['cnnjax']['gflops']:8.0f} {row['first_step_s']:12.1f} "
+        line += "/".join(f"{row[i]['cores_busy']:.1f}" for i in impls).rjust(12)
         print(line)
     if "torch_channels_last" in impls:
         print("ratio: cnnjax images/s over PyTorch channels_last images/s")
+    print("cores busy: CPU time over wall time while stepping, " + " / ".join(impls))
 
 
 def machine() -> dict[str, str]:
