@@ -17,13 +17,13 @@ import dataclasses
 import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import jax
 import librosa
 import numpy as np
 
+from benchmarks.timing import step_times
 from cnnjax.audio.features import MelSettings, log_mel
 from cnnjax.audio.frontend import MelFrontend
 from cnnjax.audio.synth import CLASSES, synthesize
@@ -36,16 +36,6 @@ def make_batch(batch: int, seconds: float, sample_rate: int, seed: int) -> np.nd
     clips = [synthesize(CLASSES[i % len(CLASSES)], rng, sample_rate=sample_rate,
                         duration=seconds) for i in range(batch)]
     return np.stack(clips).astype(np.float32)
-
-
-def time_runs(fn, repeats: int) -> list[float]:
-    fn()  # warm-up (and compilation)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -69,8 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
         return frontend(on_device).block_until_ready()
 
     max_diff = float(np.abs(np.stack(run_librosa()) - np.asarray(run_jax())).max())
-    results = {"librosa log_mel (host, per clip)": time_runs(run_librosa, args.repeats),
-               "jitted log_mel_jax (batched)": time_runs(run_jax, args.repeats)}
+    results = {"librosa log_mel (host, per clip)": step_times(run_librosa, args.repeats, warmup=1),
+               "jitted log_mel_jax (batched)": step_times(run_jax, args.repeats, warmup=1)}
 
     rows = []
     for name, times in results.items():

@@ -22,6 +22,7 @@ from typing import Callable
 import jax
 import numpy as np
 
+from benchmarks.timing import step_times
 from cnnjax.data.datasets import (get_datasets, load_recordings, mel_settings, spectrograms)
 from cnnjax.data.feature_cache import FeatureCache
 from cnnjax.models import get_model
@@ -30,13 +31,8 @@ from experiments import heartbeat_synthetic
 
 
 def timed(fn: Callable[[], object], repeats: int = 3) -> float:
-    """Median wall time of `fn` over `repeats` runs."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    """Median wall time of `fn` over `repeats` runs (no warm-up: the first run counts)."""
+    return float(np.median(step_times(fn, repeats, warmup=0)))
 
 
 def main() -> None:
