@@ -4,8 +4,10 @@ Modes: `train` (default; resumes from the workdir's newest checkpoint), `eval` (
 the best checkpoint), `cv` (every fold of a k-fold split, then the cv reports), `lr_find`
 (the learning-rate range test: lr_find.png and a suggestion) and `predict`
 (`--predict.inputs='recordings/*.wav'`: class probabilities, or a regression run's values,
-from the best checkpoint into <workdir>/predictions.csv, with the config the run saved
-unless --config names one; `--config.<field>` overrides apply to it).
+from the best checkpoint into <workdir>/predictions.csv) and `export` (the best checkpoint's
+weights as one .safetensors file, `--export.out`, that `--config.init.pretrained` starts a
+new run from). predict and export use the config the run saved unless --config names one;
+`--config.<field>` overrides apply to it.
 Mistakes a user can make end in one line on stderr: exit code 2 for a bad flag, config file
 or config value, 1 for missing or malformed data.
 """
@@ -36,13 +38,14 @@ def _define_flags() -> None:
         "override any field with --config.<field>=value.", lock_config=True)
     flags.DEFINE_string(
         "workdir", None, "Where checkpoints, metrics and plots go (default: runs/<config name>).")
-    flags.DEFINE_enum("mode", "train", ["train", "eval", "lr_find", "predict", "cv"],
+    flags.DEFINE_enum("mode", "train", ["train", "eval", "lr_find", "predict", "cv", "export"],
                       "train: train and evaluate, resuming if the workdir has a checkpoint; "
                       "cv: train and evaluate every fold of config.data.num_folds (5 when "
                       "0) in <workdir>/fold_<i>, then cv_report.json/.md; "
                       "eval: evaluate the workdir's best checkpoint; lr_find: sweep the "
                       "learning rate and suggest one; predict: classify --predict.inputs "
-                      "with the workdir's best checkpoint.")
+                      "with the workdir's best checkpoint; export: write the workdir's best "
+                      "weights to --export.out for config.init.pretrained.")
     flags.DEFINE_string("coordinator_address", "", "Several processes: host:port of process "
                         "0 (else JAX_COORDINATOR_ADDRESS, or found under SLURM, Open MPI and "
                         "TPU pods).")
@@ -50,6 +53,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer("process_id", -1, "Several processes: this one's index, 0 first.")
     flags.DEFINE_list("predict.inputs", [], "--mode=predict: recordings to classify, as "
                       "comma-separated paths or globs ('**' recursive).")
+    flags.DEFINE_string("export.out", "", "--mode=export: the .safetensors file to write "
+                        "(default <workdir>/weights.safetensors).")
     flags.DEFINE_enum("predict.windows", "", ["", "centre", "all"],
                       "--mode=predict: average over windows covering the whole recording "
                       "('all') or take the centre one; default: as the run's evaluation did "
@@ -151,6 +156,8 @@ def main(argv: list[str]) -> None:
             from cnnjax.cv import cross_validate
 
             cross_validate(config, workdir)
+        elif flags.FLAGS.mode == "export":
+            _run_export(Path(workdir))
         else:
             _run_predict(Path(workdir))
     except ConfigError as error:
@@ -167,6 +174,15 @@ def _run_predict(workdir: Path) -> None:
         _fail("--mode=predict needs the recordings to classify: "
               "--predict.inputs='recordings/*.wav'.", 2)
     predict(_predict_config(workdir), workdir, inputs, flags.FLAGS["predict.windows"].value)
+
+
+def _run_export(workdir: Path) -> None:
+    from cnnjax.export import export_weights
+
+    out = flags.FLAGS["export.out"].value or str(workdir / "weights.safetensors")
+    path = export_weights(_predict_config(workdir), workdir, out)
+    print(f"cnnjax: wrote the best weights of {workdir} to {path}; start a run from them "
+          f"with --config.init.pretrained={path}", file=sys.stderr, flush=True)
 
 
 def run() -> None:

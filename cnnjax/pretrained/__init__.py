@@ -10,7 +10,7 @@ Importing this package never imports torch; only reading a `.pth` file does.
 # torchvision's ImageNet statistics; the input pipeline applies them (data.normalization='imagenet').
 from cnnjax.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
 from cnnjax.pretrained.errors import WeightsError
-from cnnjax.pretrained.files import read_weights
+from cnnjax.pretrained.files import read_metadata, read_weights
 from cnnjax.pretrained.locate import OFFICIAL_FILES, converted_file_name, resolve_weights
 from cnnjax.pretrained.porting import (ARCHS, convert, flatten_variables, guess_arch,
                                        load_converted, load_torchvision, modules_after,
@@ -18,5 +18,5 @@ from cnnjax.pretrained.porting import (ARCHS, convert, flatten_variables, guess_
 
 __all__ = ["ARCHS", "IMAGENET_MEAN", "IMAGENET_STD", "OFFICIAL_FILES", "WeightsError",
            "convert", "converted_file_name", "flatten_variables", "guess_arch",
-           "load_converted", "load_torchvision", "modules_after", "read_weights",
+           "load_converted", "load_torchvision", "modules_after", "read_metadata", "read_weights",
            "resolve_weights", "torch_name"]

@@ -117,6 +117,23 @@ def _state_dict(loaded: Any, path: Path) -> Mapping[str, Any]:
                        f"tensors, alone or under one of the keys {list(_WRAPPER_KEYS)}).")
 
 
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The text metadata of a `.safetensors` file, without reading its arrays; {} for other
+    files, which have none."""
+    path = Path(path).expanduser()
+    if path.suffix.lower() != ".safetensors" or not path.is_file():
+        return {}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as file:
+            return dict(file.metadata() or {})
+    except (SafetensorError, OSError, ValueError, TypeError) as error:
+        raise WeightsError(f"{path} could not be read as a .safetensors file; it may be "
+                           f"truncated, damaged or another format "
+                           f"({_first_line(error)}).") from None
+
+
 def _read_safetensors(path: Path) -> Weights:
     try:
         from safetensors import SafetensorError, safe_open

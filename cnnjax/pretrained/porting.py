@@ -185,8 +185,6 @@ def convert(source: Source, out: str | os.PathLike, arch: str | None = None, *,
     `in_channels`, `source`; `load_converted` (or `load_torchvision`) reads it without torch.
     InceptionV3's `AuxLogits` are not written (see `load_torchvision`).
     """
-    if not str(out).endswith(".safetensors"):
-        raise WeightsError(f"The converted file {out} must end in .safetensors.")
     arrays, origin = _read_source(source)
     arch = arch or guess_arch(_strip_module_prefix(arrays))
     if arch is None:
@@ -194,13 +192,28 @@ def convert(source: Source, out: str | os.PathLike, arch: str | None = None, *,
                            f"(one of {', '.join(ARCHS)}).")
     variables = port(arrays, arch, num_classes=num_classes, in_channels=in_channels,
                      origin=origin)
-    flat = flatten_variables(variables)
-    metadata = {"format": CONVERTED_FORMAT, "arch": arch,
-                "num_classes": str(flat["params/fc/bias"].shape[0]),
-                "in_channels": str(flat[converted_name(LAYOUTS[arch].stem)].shape[2]),
-                "source": os.path.basename(origin)}
-    write_safetensors(out, flat, metadata)
+    write_converted(out, variables, arch, {"source": os.path.basename(origin)})
     return arch
+
+
+def write_converted(out: str | os.PathLike, variables: Mapping[str, Any], arch: str,
+                    metadata: Mapping[str, str]) -> None:
+    """Writes `variables` of `arch` (the whole network, or its body without `fc`) as a
+    converted `.safetensors` file that `load_torchvision` and `load_converted` read: the
+    flattened Flax tree and metadata `format`, `arch`, `num_classes` ('' for a body),
+    `in_channels`, plus `metadata`. The tree is checked against `arch` first, so a file that
+    cannot be loaded back is never written."""
+    if not str(out).endswith(".safetensors"):
+        raise WeightsError(f"The converted file {out} must end in .safetensors.")
+    flat = flatten_variables(variables)
+    in_channels = flat[converted_name(LAYOUTS[arch].stem)].shape[2]
+    fc_bias = flat.get("params/fc/bias")
+    num_classes = None if fc_bias is None else int(fc_bias.shape[0])
+    port(flat, arch, num_classes=num_classes or 1000, in_channels=in_channels,
+         origin=f"the variables written to {out}")
+    write_safetensors(out, flat, {**metadata, "format": CONVERTED_FORMAT, "arch": arch,
+                                  "num_classes": "" if num_classes is None else str(num_classes),
+                                  "in_channels": str(in_channels)})
 
 
 def port(arrays: Mapping[str, Any], arch: str, *, num_classes: int | None = None,

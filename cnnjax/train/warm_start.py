@@ -4,6 +4,7 @@ always start fresh; resuming a run is the checkpoints' job, not this."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,37 @@ import jax.numpy as jnp
 
 from cnnjax.checkpoint import load_weights
 from cnnjax.errors import ConfigError
-from cnnjax.pretrained import load_torchvision, modules_after
+from cnnjax.pretrained import load_torchvision, modules_after, read_metadata
 from cnnjax.train.state import TrainState
 
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".safetensors", ".npz")
+# What a network was trained to see: `--mode=export` records these in the weights file, and a
+# run that starts from the file names those its own config changes.
+INPUT_FIELDS = ("audio.sample_rate", "audio.n_fft", "audio.hop_length", "audio.n_mels",
+                "audio.fmin", "audio.fmax", "audio.top_db", "data.crop_seconds",
+                "data.image_size", "data.channels", "data.normalization")
+
+
+def input_settings(config: Any) -> dict[str, Any]:
+    """The config's values of `INPUT_FIELDS` (those it has: image experiments have no audio),
+    as JSON would hold them."""
+    settings = {}
+    for field in INPUT_FIELDS:
+        node = config
+        for part in field.split("."):
+            node = node.get(part) if hasattr(node, "get") else None
+        if node is not None:
+            settings[field] = list(node) if isinstance(node, (tuple, list)) else node
+    return settings
+
+
+def input_differences(metadata: dict[str, str], config: Any) -> list[str]:
+    """`field: file value -> config value` for each input setting recorded in an exported
+    file's metadata that the config sets otherwise."""
+    recorded = json.loads(metadata.get("input", "{}"))
+    ours = input_settings(config)
+    return [f"{field} {value} -> {ours[field]}" for field, value in recorded.items()
+            if field in ours and ours[field] != value]
 
 
 def _with_variables(state: TrainState, variables: dict[str, Any], source: str) -> TrainState:
@@ -60,5 +88,12 @@ def initial_state(config: Any, state: TrainState, num_classes: int,
         if features_at:
             said += (f" up to {features_at} (not using "
                      f"{', '.join(modules_after(arch, features_at))})")
+        metadata = read_metadata(source) if Path(source).suffix == ".safetensors" else {}
+        if metadata.get("source"):
+            said += f" ({metadata['source']})"
+        differences = input_differences(metadata, config)
+        if differences:
+            said += ("; warning: its network was trained on other inputs: "
+                     + ", ".join(differences))
         return _with_variables(state, variables, source), said
     return load_weights(init_from, state), f"starting from the weights of the run {init_from}"
