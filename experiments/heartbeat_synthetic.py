@@ -85,6 +85,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.grouped = False  # keep each group (patient) on one side of the split
     config.data.num_folds = 0  # >= 2: validate on fold `fold` of `num_folds` (stratified)
     config.data.fold = 0
+    config.data.val_groups = ()  # groups that validate, all others train: e.g. ('a',), a
+    #                              source database never seen in training (leave-one-group-out)
     config.data.crop_seconds = 4.0  # the window a model sees
     config.data.eval_windows = "all"  # evaluation, cv, predict: average over windows covering
     #                                   each recording ('all') or take its centre one ('centre')

@@ -59,3 +59,19 @@ def test_splits_are_pinned_for_a_seed():
 
 PINNED_VAL = [2, 4, 7, 8]
 PINNED_FOLDS = [2, 2, 1, 0, 0, 0, 1, 1, 0, 2]
+
+
+def test_named_groups_validate_and_every_other_group_trains():
+    labels = [0, 1, 0, 1, 0, 1, 1]
+    groups = ["a", "a", "b", "c", "c", "b", "a"]
+    train, val = split_indices(labels, groups, val_fraction=0.3, seed=0, num_folds=5, fold=1,
+                               val_groups=("a",))
+    assert val.tolist() == [0, 1, 6] and train.tolist() == [2, 3, 4, 5]
+    train, val = split_indices(labels, groups, val_fraction=0.3, seed=0, val_groups=("b", "c"))
+    assert val.tolist() == [2, 3, 4, 5] and train.tolist() == [0, 1, 6]
+    with pytest.raises(ValueError, match=r"\['d'\] are not among the data's groups"):
+        split_indices(labels, groups, val_fraction=0.3, seed=0, val_groups=("d",))
+    with pytest.raises(ValueError, match="leave nothing to train on"):
+        split_indices(labels, groups, val_fraction=0.3, seed=0, val_groups=("a", "b", "c"))
+    with pytest.raises(ValueError, match="need the data's groups"):
+        split_indices(labels, None, val_fraction=0.3, seed=0, val_groups=("a",))

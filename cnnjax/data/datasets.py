@@ -187,7 +187,7 @@ def image_settings(config: Any, mel: MelSettings) -> ImageSettings:
 
 def get_datasets(config: Any) -> Datasets | ImageDatasets:
     """Loads `config.data.name`, splits its labelled recordings as `config.data` says
-    (stratified hold-out, grouped, or fold k of n) and prepares the grain pipelines; an
+    (stratified hold-out, grouped, fold k of n, or named groups left out) and prepares the grain pipelines; an
     image source (`IMAGE_SOURCES`) goes to `get_image_datasets`."""
     data = config.data
     if data.name in IMAGE_SOURCES:
@@ -198,9 +198,14 @@ def get_datasets(config: Any) -> Datasets | ImageDatasets:
                          {**dataclasses.asdict(mel), "frontend": config.audio.frontend})
     specs = spectrograms(recordings, mel, cache, config.audio.frontend)
     labels, targets = recordings.labels, recordings.targets
-    train_idx, val_idx = split_indices(
-        labels, recordings.groups if data.grouped else None, val_fraction=data.val_fraction,
-        seed=data.split_seed, num_folds=data.num_folds, fold=data.fold)
+    val_groups = tuple(data.val_groups)
+    try:
+        train_idx, val_idx = split_indices(
+            labels, recordings.groups if data.grouped or val_groups else None,
+            val_fraction=data.val_fraction, seed=data.split_seed, num_folds=data.num_folds,
+            fold=data.fold, val_groups=val_groups)
+    except ValueError as error:
+        raise ConfigError(f"config.data: {error}") from None
 
     def source(indices: np.ndarray) -> SpectrogramSource:
         return SpectrogramSource([specs[i] for i in indices], labels[indices],

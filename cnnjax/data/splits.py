@@ -89,11 +89,31 @@ def assign_folds(labels: Sequence[int], num_folds: int, seed: int,
     return folds
 
 
+def leave_groups_out(groups: Sequence[str], val_groups: Sequence[str]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices `(train, val)` with exactly the members of `val_groups` validating: a model
+    judged on a source (a hospital, a stethoscope) it never saw in training."""
+    groups = np.asarray([str(g) for g in groups])
+    unknown = sorted(set(val_groups) - set(groups.tolist()))
+    if unknown:
+        raise ValueError(f"validation groups {unknown} are not among the data's groups "
+                         f"{sorted(set(groups.tolist()))}.")
+    in_val = np.isin(groups, list(val_groups))
+    if in_val.all():
+        raise ValueError(f"validation groups {list(val_groups)} leave nothing to train on.")
+    return np.flatnonzero(~in_val), np.flatnonzero(in_val)
+
+
 def split_indices(labels: Sequence[int], groups: Sequence[str] | None, *, val_fraction: float,
-                  seed: int, num_folds: int = 0, fold: int = 0
+                  seed: int, num_folds: int = 0, fold: int = 0, val_groups: Sequence[str] = ()
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """The split an experiment asks for: fold `fold` of `num_folds` as validation when
-    `num_folds` >= 2, else a `val_fraction` hold-out; grouped when `groups` is given."""
+    """The split an experiment asks for: the members of `val_groups` as validation when
+    given, else fold `fold` of `num_folds` when `num_folds` >= 2, else a `val_fraction`
+    hold-out; grouped when `groups` is given."""
+    if val_groups:
+        if groups is None:
+            raise ValueError("validation groups need the data's groups (a 'group' column).")
+        return leave_groups_out(groups, val_groups)
     if num_folds >= 2:
         if not 0 <= fold < num_folds:
             raise ValueError(f"fold must lie in [0, {num_folds}), got {fold}.")
