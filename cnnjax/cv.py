@@ -115,12 +115,14 @@ def summarize(folds: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def markdown(summary: dict[str, Any]) -> str:
-    """The cv summary as a Markdown table (mean +- std over folds)."""
+def markdown(summary: dict[str, Any], *, model: str = "cnnjax", title: str = "") -> str:
+    """The cv summary as a Markdown table (mean +- std over folds); `model` heads the column
+    of `summary`'s own numbers, `title` replaces the k-fold heading."""
     k = summary["num_folds"]
     kind = "patient-grouped" if summary["grouped"] else "stratified"
-    lines = [f"{k}-fold {kind} cross-validation (mean ± std over folds)", "",
-             f"| metric | cnnjax | always '{summary['baseline']['answer']}' |", "|---|---|---|"]
+    title = title or f"{k}-fold {kind} cross-validation (mean ± std over folds)"
+    lines = [title, "",
+             f"| metric | {model} | always '{summary['baseline']['answer']}' |", "|---|---|---|"]
     for metric in METRICS:
         ours, base = summary["metrics"][metric], summary["baseline"][metric]
         lines.append(f"| {metric.replace('_', ' ')} | {ours['mean']:.3f} ± {ours['std']:.3f} "

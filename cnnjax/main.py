@@ -4,10 +4,12 @@ Modes: `train` (default; resumes from the workdir's newest checkpoint), `eval` (
 the best checkpoint), `cv` (every fold of a k-fold split, then the cv reports), `lr_find`
 (the learning-rate range test: lr_find.png and a suggestion) and `predict`
 (`--predict.inputs='recordings/*.wav'`: class probabilities, or a regression run's values,
-from the best checkpoint into <workdir>/predictions.csv) and `export` (the best checkpoint's
+from the best checkpoint into <workdir>/predictions.csv), `export` (the best checkpoint's
 weights as one .safetensors file, `--export.out`, that `--config.init.pretrained` starts a
-new run from). predict and export use the config the run saved unless --config names one;
-`--config.<field>` overrides apply to it.
+new run from) and `baseline` (log-mel statistics + logistic regression on the experiment's
+own split or folds, into <workdir>/baseline_report.json/.md; needs scikit-learn). predict
+and export use the config the run saved unless --config names one; `--config.<field>`
+overrides apply to it.
 Mistakes a user can make end in one line on stderr: exit code 2 for a bad flag, config file
 or config value, 1 for missing or malformed data.
 """
@@ -38,14 +40,17 @@ def _define_flags() -> None:
         "override any field with --config.<field>=value.", lock_config=True)
     flags.DEFINE_string(
         "workdir", None, "Where checkpoints, metrics and plots go (default: runs/<config name>).")
-    flags.DEFINE_enum("mode", "train", ["train", "eval", "lr_find", "predict", "cv", "export"],
+    flags.DEFINE_enum("mode", "train",
+                      ["train", "eval", "lr_find", "predict", "cv", "export", "baseline"],
                       "train: train and evaluate, resuming if the workdir has a checkpoint; "
                       "cv: train and evaluate every fold of config.data.num_folds (5 when "
                       "0) in <workdir>/fold_<i>, then cv_report.json/.md; "
                       "eval: evaluate the workdir's best checkpoint; lr_find: sweep the "
                       "learning rate and suggest one; predict: classify --predict.inputs "
                       "with the workdir's best checkpoint; export: write the workdir's best "
-                      "weights to --export.out for config.init.pretrained.")
+                      "weights to --export.out for config.init.pretrained; baseline: log-mel "
+                      "statistics + logistic regression on the same split or folds, into "
+                      "<workdir>/baseline_report.json/.md.")
     flags.DEFINE_string("coordinator_address", "", "Several processes: host:port of process "
                         "0 (else JAX_COORDINATOR_ADDRESS, or found under SLURM, Open MPI and "
                         "TPU pods).")
@@ -158,6 +163,10 @@ def main(argv: list[str]) -> None:
             cross_validate(config, workdir)
         elif flags.FLAGS.mode == "export":
             _run_export(Path(workdir))
+        elif flags.FLAGS.mode == "baseline":
+            from cnnjax.baseline import run_baseline
+
+            run_baseline(config, workdir)
         else:
             _run_predict(Path(workdir))
     except ConfigError as error:

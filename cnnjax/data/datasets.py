@@ -185,6 +185,30 @@ def image_settings(config: Any, mel: MelSettings) -> ImageSettings:
                          normalization=config.data.normalization)
 
 
+def recording_log_mels(config: Any, recordings: Recordings) -> list[np.ndarray]:
+    """Every recording's whole log-mel with the config's settings, through the feature
+    cache under the data root."""
+    mel = mel_settings(config)
+    cache = FeatureCache(data_root(config.data) / "features" if config.data.feature_cache
+                         else None,
+                         {**dataclasses.asdict(mel), "frontend": config.audio.frontend})
+    return spectrograms(recordings, mel, cache, config.audio.frontend)
+
+
+def split_recordings(data: Any, recordings: Recordings, fold: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices `(train, val)` of the split `data` (`config.data`) asks for, validating on
+    `fold` when it has folds."""
+    val_groups = tuple(data.val_groups)
+    try:
+        return split_indices(
+            recordings.labels, recordings.groups if data.grouped or val_groups else None,
+            val_fraction=data.val_fraction, seed=data.split_seed, num_folds=data.num_folds,
+            fold=fold, val_groups=val_groups)
+    except ValueError as error:
+        raise ConfigError(f"config.data: {error}") from None
+
+
 def get_datasets(config: Any) -> Datasets | ImageDatasets:
     """Loads `config.data.name`, splits its labelled recordings as `config.data` says
     (stratified hold-out, grouped, fold k of n, or named groups left out) and prepares the grain pipelines; an
@@ -194,18 +218,9 @@ def get_datasets(config: Any) -> Datasets | ImageDatasets:
         return get_image_datasets(config, data_root(data))
     recordings = load_recordings(data)
     mel = mel_settings(config)
-    cache = FeatureCache(data_root(data) / "features" if data.feature_cache else None,
-                         {**dataclasses.asdict(mel), "frontend": config.audio.frontend})
-    specs = spectrograms(recordings, mel, cache, config.audio.frontend)
+    specs = recording_log_mels(config, recordings)
     labels, targets = recordings.labels, recordings.targets
-    val_groups = tuple(data.val_groups)
-    try:
-        train_idx, val_idx = split_indices(
-            labels, recordings.groups if data.grouped or val_groups else None,
-            val_fraction=data.val_fraction, seed=data.split_seed, num_folds=data.num_folds,
-            fold=data.fold, val_groups=val_groups)
-    except ValueError as error:
-        raise ConfigError(f"config.data: {error}") from None
+    train_idx, val_idx = split_recordings(data, recordings, data.fold)
 
     def source(indices: np.ndarray) -> SpectrogramSource:
         return SpectrogramSource([specs[i] for i in indices], labels[indices],
