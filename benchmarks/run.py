@@ -187,6 +187,13 @@ def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
+def size_sweep(sizes: list[int]) -> list[Workload]:
+    """ResNet-18 train steps on one-channel inputs of each side: step time should grow with
+    the input's area, and a size that costs more than a larger one is a cliff to look at."""
+    return [Workload(f"resnet18_spectrogram_train_{size}", "resnet18", True, 16, size,
+                     channels=1, num_classes=3) for size in sizes]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="", help="comma-separated workload names")
@@ -197,6 +204,9 @@ def main() -> None:
                         help="compute dtype (bfloat16: cnnjax bf16 compute vs torch autocast)")
     parser.add_argument("--batch", type=int, default=None,
                         help="batch size for every workload instead of its own")
+    parser.add_argument("--sizes", default="",
+                        help="comma-separated input sides, e.g. 64,80,96,128: instead of the "
+                             "suite, ResNet-18 spectrogram train steps (one channel) at each")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--xla-defaults", action="store_true",
                         help="do not add cnnjax's XLA flags (measure XLA_FLAGS as set)")
@@ -204,6 +214,8 @@ def main() -> None:
     if not args.xla_defaults:
         use_fast_xla_flags()
     chosen = [w for w in WORKLOADS if not args.only or w.name in args.only.split(",")]
+    if args.sizes:
+        chosen = size_sweep([int(size) for size in args.sizes.split(",")])
     if not chosen:
         parser.error(f"--only matches no workload; choose from {[w.name for w in WORKLOADS]}")
     chosen = [dataclasses.replace(w, dtype=args.dtype, batch=args.batch or w.batch)

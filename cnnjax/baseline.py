@@ -107,7 +107,8 @@ def summary_line(summary: dict[str, Any]) -> str:
     metrics, always = summary["metrics"], summary["baseline"]
 
     def spread(name: str) -> str:
-        return f"{metrics[name]['mean']:.3f} ± {metrics[name]['std']:.3f}"
+        mean = f"{metrics[name]['mean']:.3f}"
+        return f"{mean} ± {metrics[name]['std']:.3f}" if k >= 2 else mean
 
     recall = ", ".join(f"{name} {value['mean']:.3f}"
                        for name, value in summary["recall"].items())

@@ -15,6 +15,7 @@ from cnnjax.errors import ConfigError
 from cnnjax.export import export_weights
 from cnnjax.predict import load_best, saved_config
 from cnnjax.pretrained import WeightsError, load_torchvision, read_metadata
+from cnnjax.pretrained.porting import write_converted
 from test_predict import TINY, run_main
 
 INPUT = (32, 32, 1)  # what TINY makes of a 1 s window
@@ -143,3 +144,23 @@ def test_pretrain_export_fine_tune_chain(exported, tmp_path):
     assert other.returncode == 1
     assert f"cnnjax: error: {out} does not fit cnnjax's resnet34 (it looks like resnet18" \
         in other.stderr
+
+
+def test_a_body_without_a_classifier_loads_under_a_fresh_one(tmp_path):
+    """What export writes for a run with its own head: the body, then a seeded `fc`."""
+    x = np.zeros((1, *INPUT), np.float32)
+    fastai = models.resnet18(num_classes=3, in_channels=1, head="fastai").init(
+        jax.random.PRNGKey(1), x, train=False)
+    body = {name: {k: v for k, v in tree.items() if k != "head"}
+            for name, tree in fastai.items()}
+    out = tmp_path / "body.safetensors"
+    write_converted(out, body, "resnet18", {"source": "test"})
+    assert read_metadata(out)["num_classes"] == ""
+    loaded = load_torchvision(out, "resnet18", num_classes=4, in_channels=1, seed=2)
+    fresh = models.resnet18(num_classes=4, in_channels=1).init(jax.random.PRNGKey(2), x,
+                                                               train=False)
+    assert leaves_equal(loaded["params"]["fc"], fresh["params"]["fc"])
+    assert leaves_equal({k: v for k, v in loaded["params"].items() if k != "fc"},
+                        body["params"])
+    with pytest.raises(WeightsError, match="must end in .safetensors"):
+        write_converted(tmp_path / "body.npz", body, "resnet18", {})

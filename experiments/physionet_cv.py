@@ -1,0 +1,26 @@
+"""PhysioNet/CinC 2016 as a benchmark of its own: the pretraining recipe
+(`experiments/physionet_pretrain.py`) judged by stratified 5-fold cross-validation, and by
+leaving one source database out (`config.data.val_groups`): trained on the other databases,
+validated on one it never heard, as a clinic with a new stethoscope would meet it. The
+challenge's score is the balanced accuracy (the mean of sensitivity and specificity); every
+recording is judged on all its 4 s windows, and each run reports its last epoch.
+
+Launch (`labels.csv` holds path,label,group; group = the source database):
+    ./launch.sh --config=experiments/physionet_cv.py --mode=cv \\
+        --config.data.manual_dir=~/data/physionet2016 --workdir=runs/physionet_cv
+    for db in a b f; do
+      ./launch.sh --config=experiments/physionet_cv.py --config.data.val_groups="('$db',)" \\
+          --config.data.manual_dir=~/data/physionet2016 --workdir=runs/physionet_without_$db
+    done
+The simple-model reference on the same folds: the same commands with `--mode=baseline`.
+"""
+
+import ml_collections
+
+from cnnjax.config import sibling_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = sibling_config(__file__, "physionet_pretrain")
+    config.data.num_folds = 5  # stratified; ignored when config.data.val_groups names groups
+    return config
