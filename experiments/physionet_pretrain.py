@@ -13,6 +13,14 @@ Launch (`labels.csv` holds path,label,group; group = the source database):
         --config.data.manual_dir=~/data/physionet2016 --workdir=runs/physionet_pretrain
     ./launch.sh --workdir=runs/physionet_pretrain --mode=export \\
         --export.out=runs/physionet_resnet18.safetensors
+
+Result (2026-11-29, 2-core AMD EPYC CPU, Python 3.12.1, jax 0.12; 934 train / 165 validation
+recordings, 30 epochs of 29 steps, 14 min 42 s wall while tests shared the CPU): validation
+balanced accuracy 0.767 at the last epoch (accuracy 0.776, recall abnormal 0.694, normal
+0.839), 0.786 at the best epoch (16), which `--mode=export` wrote. Training accuracy was
+still rising (0.80 at the end): the network is underfitted at this budget. The
+log-mel-statistics baseline reaches 0.733 ± 0.031 in stratified 5-fold CV on the same input
+(`experiments/physionet_cv.py --mode=baseline`).
 """
 
 import ml_collections
