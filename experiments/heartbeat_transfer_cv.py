@@ -22,16 +22,18 @@ set_b run; the results below are the first and only runs of each row.
 
 Result (2026-11-29, 2-core AMD EPYC CPU, Python 3.12.1, jax 0.12; set_b's 461 labelled
 recordings, 369 train / 92 validation per fold), mean ± std over the five folds' last epochs:
-- PhysioNet-pretrained (the 30-epoch backbone, best PhysioNet validation epoch), 19 min 3 s:
-  balanced accuracy 0.615 ± 0.033, macro-F1 0.537 ± 0.029, accuracy 0.588 ± 0.062; recall
-  extrastole 0.544, murmur 0.758, normal 0.544.
+- PhysioNet-pretrained (the 60-epoch backbone physionet_pretrain makes), 17 min 9 s:
+  balanced accuracy 0.609 ± 0.045, macro-F1 0.534 ± 0.037, accuracy 0.566 ± 0.053; recall
+  extrastole 0.567, murmur 0.747, normal 0.512.
+- From a 30-epoch backbone, 19 min 3 s: balanced accuracy 0.615 ± 0.033, macro-F1
+  0.537 ± 0.029, accuracy 0.588 ± 0.062; recall extrastole 0.544, murmur 0.758, normal 0.544.
 - From scratch (same folds, input, epochs and loss), 16 min 35 s: balanced accuracy
   0.614 ± 0.025, macro-F1 0.527 ± 0.020, accuracy 0.575 ± 0.030; recall extrastole 0.569,
   murmur 0.747, normal 0.525.
 - Log-mel statistics + logistic regression on the same folds and input (`--mode=baseline`):
   balanced accuracy 0.519 ± 0.059, macro-F1 0.500 ± 0.055, accuracy 0.618 ± 0.049.
-Short of the targets (balanced accuracy 0.70, macro-F1 0.60, every recall 0.55), and the
-pretrained backbone does not beat from-scratch training here.
+Short of the targets (balanced accuracy 0.70, macro-F1 0.60, every recall 0.55), and neither
+pretrained backbone beats from-scratch training here.
 """
 
 import ml_collections
