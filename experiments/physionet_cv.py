@@ -18,6 +18,11 @@ The simple-model reference on the same folds: the same commands with `--mode=bas
 Result of the reference (2026-11-29, 2-core AMD EPYC CPU; log-mel statistics of this input
 + balanced logistic regression, `--mode=baseline`): stratified 5-fold balanced accuracy
 0.733 ± 0.031; leaving out database a 0.511, b 0.522, c 0.815, d 0.724, f 0.463.
+Result of this config leaving out a database (same date and machine; last epoch of 30):
+without a 0.611 (recall abnormal 0.274, normal 0.949; 17 min while tests shared the CPU),
+without b 0.673 (0.846, 0.500; 10 min), without f 0.500 (every recording called abnormal;
+12 min); mean over a, b, f 0.595, short of the 0.70 target. The stratified 5-fold run has
+not been measured yet.
 """
 
 import ml_collections
