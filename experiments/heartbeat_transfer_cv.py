@@ -18,7 +18,8 @@ where heart sounds live (see physionet_pretrain.py); the loss and augmentation a
 `heartbeat_resnet18_cv`; the fine-tune schedule is fastai's shape (2 frozen epochs, then
 everything with discriminative rates) with a gentler spread (0.1) than for ImageNet weights
 (0.01), since the backbone already hears heart sounds. All of it was fixed before the first
-set_b run; the results below are the first and only runs of each row.
+set_b run. Every set_b run made is reported below, none picked from several; the 60-epoch
+backbone replaced the 30-epoch one on PhysioNet's validation score, not set_b's.
 
 Result (2026-11-29, 2-core AMD EPYC CPU, Python 3.12.1, jax 0.12; set_b's 461 labelled
 recordings, 369 train / 92 validation per fold), mean ± std over the five folds' last epochs:
