@@ -21,7 +21,7 @@ everything with discriminative rates) with a gentler spread (0.1) than for Image
 set_b run. Every set_b run made is reported below, none picked from several; the 60-epoch
 backbone replaced the 30-epoch one on PhysioNet's validation score, not set_b's.
 
-Result (2026-11-29, 2-core AMD EPYC CPU, Python 3.12.1, jax 0.12; set_b's 461 labelled
+Result (2026-11-29, 2-core Intel Xeon CPU, Python 3.12.1, jax 0.12; set_b's 461 labelled
 recordings, 369 train / 92 validation per fold), mean ± std over the five folds' last epochs:
 - PhysioNet-pretrained (the 60-epoch backbone physionet_pretrain makes), 17 min 9 s:
   balanced accuracy 0.609 ± 0.045, macro-F1 0.534 ± 0.037, accuracy 0.566 ± 0.053; recall

@@ -15,7 +15,7 @@ Launch (`labels.csv` holds path,label,group; group = the source database):
     done
 The simple-model reference on the same folds: the same commands with `--mode=baseline`.
 
-Result of the reference (2026-11-29, 2-core AMD EPYC CPU; log-mel statistics of this input
+Result of the reference (2026-11-29, 2-core Intel Xeon CPU; log-mel statistics of this input
 + balanced logistic regression, `--mode=baseline`): stratified 5-fold balanced accuracy
 0.733 ± 0.031; leaving out database a 0.511, b 0.522, c 0.815, d 0.724, f 0.463.
 Result of this config leaving out a database (same date and machine; last epoch of 30):

@@ -14,7 +14,7 @@ Launch (`labels.csv` holds path,label,group; group = the source database):
     ./launch.sh --workdir=runs/physionet_pretrain --mode=export
     # -> runs/physionet_pretrain/weights.safetensors, where heartbeat_transfer_cv looks
 
-Result (2026-11-29, 2-core AMD EPYC CPU, Python 3.12.1, jax 0.12; 934 train / 165 validation
+Result (2026-11-29, 2-core Intel Xeon CPU, Python 3.12.1, jax 0.12; 934 train / 165 validation
 recordings, 29 steps of 32 an epoch): 60 epochs, 24 min 13 s wall: validation balanced
 accuracy 0.801 at the last epoch (accuracy 0.806, recall abnormal 0.764, normal 0.839), 0.809
 at the best epoch (55), which `--mode=export` wrote. 30 epochs (`--config.num_epochs=30`),
