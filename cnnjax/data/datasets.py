@@ -211,8 +211,8 @@ def split_recordings(data: Any, recordings: Recordings, fold: int
 
 def get_datasets(config: Any) -> Datasets | ImageDatasets:
     """Loads `config.data.name`, splits its labelled recordings as `config.data` says
-    (stratified hold-out, grouped, fold k of n, or named groups left out) and prepares the grain pipelines; an
-    image source (`IMAGE_SOURCES`) goes to `get_image_datasets`."""
+    (stratified hold-out, grouped, fold k of n, or named groups left out) and prepares the
+    grain pipelines; an image source (`IMAGE_SOURCES`) goes to `get_image_datasets`."""
     data = config.data
     if data.name in IMAGE_SOURCES:
         return get_image_datasets(config, data_root(data))

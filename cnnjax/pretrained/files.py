@@ -119,22 +119,14 @@ def _state_dict(loaded: Any, path: Path) -> Mapping[str, Any]:
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The text metadata of a `.safetensors` file, without reading its arrays; {} for other
-    files, which have none."""
+    files and for names that are no file (such as `torchvision:resnet34`)."""
     path = Path(path).expanduser()
     if path.suffix.lower() != ".safetensors" or not path.is_file():
         return {}
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="np") as file:
-            return dict(file.metadata() or {})
-    except (SafetensorError, OSError, ValueError, TypeError) as error:
-        raise WeightsError(f"{path} could not be read as a .safetensors file; it may be "
-                           f"truncated, damaged or another format "
-                           f"({_first_line(error)}).") from None
+    return _read_safetensors(path, with_arrays=False).metadata
 
 
-def _read_safetensors(path: Path) -> Weights:
+def _read_safetensors(path: Path, with_arrays: bool = True) -> Weights:
     try:
         from safetensors import SafetensorError, safe_open
     except ImportError:
@@ -143,7 +135,8 @@ def _read_safetensors(path: Path) -> Weights:
     try:
         with safe_open(str(path), framework="np") as file:
             metadata = dict(file.metadata() or {})
-            arrays = {name: file.get_tensor(name) for name in file.keys()}
+            arrays = ({name: file.get_tensor(name) for name in file.keys()} if with_arrays
+                      else {})
     except (SafetensorError, OSError, ValueError, TypeError) as error:
         raise WeightsError(f"{path} could not be read as a .safetensors file; it may be "
                            f"truncated, damaged or another format "

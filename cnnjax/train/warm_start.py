@@ -88,7 +88,7 @@ def initial_state(config: Any, state: TrainState, num_classes: int,
         if features_at:
             said += (f" up to {features_at} (not using "
                      f"{', '.join(modules_after(arch, features_at))})")
-        metadata = read_metadata(source) if Path(source).suffix == ".safetensors" else {}
+        metadata = read_metadata(source)
         if metadata.get("source"):
             said += f" ({metadata['source']})"
         differences = input_differences(metadata, config)
