@@ -15,7 +15,7 @@ from typing import Sequence
 from cnnjax.data.pascal import read_index
 from cnnjax.errors import DataError
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".aifc")
 PASCAL_CLASSES = {"set_a": ("artifact", "extrahls", "murmur", "normal"),
                   "set_b": ("extrastole", "murmur", "normal")}
 
