@@ -33,7 +33,9 @@ from experiments.heartbeat_synthetic import get_config
 
 SIZE = 107
 AUX_SIZE = 299
-RTOL = 1e-4  # max|diff| <= RTOL * max|reference|, as for the ResNet port
+# max|diff| <= RTOL * max|reference|: README's bound for the ports in eval mode, as for the
+# ResNets (measured on a 2-core Intel Xeon: logits 9.6e-7, Mixed_6e 1.6e-6).
+RTOL = 1.5e-5
 
 
 def max_rel_error(actual, reference) -> float:
@@ -368,7 +370,7 @@ def test_train_mode_logits_and_running_stats_match_torchvision(torch_inception):
     1e-4, torchvision's own included. The logits are held to torchvision in float64, within
     the order of torchvision's own float32 error (4x: an earlier bound of 1.5x held on an AMD
     EPYC; on an Intel Xeon the ratio measured 2.3x, 3.2e-4 against 1.4e-4) or RTOL; running
-    statistics to RTOL."""
+    statistics, over as few values, to 1e-4 (2.2e-5 measured there)."""
     import torch
     x = np.random.default_rng(1).normal(size=(2, SIZE, SIZE, 3)).astype(np.float32)
     trained = copy.deepcopy(torch_inception)
@@ -389,7 +391,7 @@ def test_train_mode_logits_and_running_stats_match_torchvision(torch_inception):
           f"{errors['cnnjax']:.1e} (torchvision float32 {errors['torchvision']:.1e}), from "
           f"torchvision float32 {max_rel_error(logits, ref):.1e}; running stats {stats:.1e}")
     assert errors["cnnjax"] <= max(RTOL, 4 * errors["torchvision"]), errors
-    assert stats <= RTOL
+    assert stats <= 1e-4
 
 
 def test_aux_logits_match_torchvision(torch_inception):
