@@ -1,5 +1,6 @@
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -141,3 +142,34 @@ def test_report_rejects_mismatched_class_names():
         classification_report(np.eye(3, dtype=np.int64), ["a", "b"])
     with pytest.raises(ValueError, match="unique"):
         classification_report(np.eye(2, dtype=np.int64), ["a", "a"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_report_agrees_with_scikit_learn_on_random_labels(seed):
+    """scikit-learn as the reference on random labels, with one class never predicted and,
+    for odd seeds, another class absent from the labels."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4 if seed % 2 else 5, 200)
+    predictions = np.where(rng.random(200) < 0.5, labels, rng.integers(0, 5, 200))
+    predictions[predictions == 2] = 3  # class 2 is never predicted
+    classes = list(range(5))
+    matrix = confusion_matrix(labels, predictions, 5)
+    np.testing.assert_array_equal(matrix, metrics.confusion_matrix(labels, predictions,
+                                                                   labels=classes))
+    report = classification_report(matrix, [f"c{i}" for i in classes])
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        labels, predictions, labels=classes, zero_division=0)
+    for i in classes:
+        stats = report["per_class"][f"c{i}"]
+        assert stats["precision"] == pytest.approx(precision[i])
+        assert stats["recall"] == pytest.approx(recall[i])
+        assert stats["f1"] == pytest.approx(f1[i])
+        assert stats["support"] == support[i]
+    assert report["accuracy"] == pytest.approx(metrics.accuracy_score(labels, predictions))
+    assert report["macro_f1"] == pytest.approx(
+        metrics.f1_score(labels, predictions, labels=classes, average="macro", zero_division=0))
+    with warnings.catch_warnings():  # 'y_pred contains classes not in y_true' when one is absent
+        warnings.simplefilter("ignore", UserWarning)
+        expected = metrics.balanced_accuracy_score(labels, predictions)
+    assert report["balanced_accuracy"] == pytest.approx(expected)

@@ -45,6 +45,22 @@ def test_regression_report_matches_the_closed_forms():
     assert (r_squared(0.0, 0.0), r_squared(3.0, 0.0)) == (1.0, 0.0)
 
 
+def test_regression_report_agrees_with_scikit_learn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    targets = rng.uniform(55, 100, 50)
+    for predictions in (targets + rng.normal(0, 8, 50), rng.uniform(55, 100, 50)):  # R² < 0
+        report = regression_report(targets, predictions)
+        assert report["mae"] == pytest.approx(metrics.mean_absolute_error(targets, predictions))
+        assert report["rmse"] == pytest.approx(
+            metrics.root_mean_squared_error(targets, predictions))
+        assert report["r2"] == pytest.approx(metrics.r2_score(targets, predictions))
+    constant = np.full(5, 70.0)
+    for predictions in (constant, constant + 1):
+        assert regression_report(constant, predictions)["r2"] == \
+            metrics.r2_score(constant, predictions)
+
+
 def write_csv_folder(root, rows):
     for path, *_ in rows:
         sf.write(root / path, synthesize("normal", np.random.default_rng(len(path)), 4000, 1.0),

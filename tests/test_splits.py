@@ -1,3 +1,4 @@
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -75,3 +76,60 @@ def test_named_groups_validate_and_every_other_group_trains():
         split_indices(labels, groups, val_fraction=0.3, seed=0, val_groups=("a", "b", "c"))
     with pytest.raises(ValueError, match="need the data's groups"):
         split_indices(labels, None, val_fraction=0.3, seed=0, val_groups=("a",))
+
+
+def fold_of(splitter, labels, groups=None) -> np.ndarray:
+    """The test fold of every example under a scikit-learn splitter."""
+    folds = np.empty(len(labels), np.int64)
+    with warnings.catch_warnings():  # 'the least populated class has fewer members than folds'
+        warnings.simplefilter("ignore", UserWarning)
+        for fold, (_, test) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+            folds[test] = fold
+    return folds
+
+
+def class_spread(folds, labels, num_folds) -> float:
+    """How far any fold's count of any class strays from an equal share."""
+    share = np.bincount(labels) / num_folds
+    return max(np.abs(np.bincount(labels[folds == f], minlength=share.size) - share).max()
+               for f in range(num_folds))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_stratified_folds_and_hold_out_share_scikit_learns_class_counts(seed):
+    """Another seeded shuffle puts other examples in each fold, but stratification fixes how
+    many of each class a fold gets: as many as scikit-learn's StratifiedKFold gives, and a
+    hold-out within one of train_test_split's per class."""
+    model_selection = pytest.importorskip("sklearn.model_selection")
+    labels, _ = imbalanced(seed)
+    for k in (3, 5):
+        ours = assign_folds(labels, k, seed=seed)
+        reference = fold_of(model_selection.StratifiedKFold(k, shuffle=True, random_state=seed),
+                            labels)
+        for label in range(3):
+            assert sorted(np.bincount(ours[labels == label], minlength=k)) == \
+                sorted(np.bincount(reference[labels == label], minlength=k)), (k, label)
+    _, val = stratified_split(labels, 0.3, seed=seed)
+    _, reference_val = model_selection.train_test_split(
+        np.arange(labels.size), test_size=0.3, stratify=labels, random_state=seed)
+    difference = np.bincount(labels[val], minlength=3) - np.bincount(labels[reference_val],
+                                                                     minlength=3)
+    assert np.abs(difference).max() <= 1, difference
+
+
+def test_grouped_folds_are_group_k_folds_stratified_at_least_as_well_as_scikit_learns():
+    """As with GroupKFold, every example is validated once and no group spans two folds; over
+    several data sets, the folds' class counts stray from an equal share no more than those
+    of scikit-learn's StratifiedGroupKFold."""
+    model_selection = pytest.importorskip("sklearn.model_selection")
+    ours, reference = [], []
+    for seed in range(8):
+        labels, groups = imbalanced(seed)
+        folds = assign_folds(labels, 5, seed=seed, groups=groups)
+        assert sorted(set(folds.tolist())) == list(range(5))
+        for group in set(groups):
+            assert len(set(folds[np.asarray(groups) == group].tolist())) == 1, group
+        ours.append(class_spread(folds, labels, 5))
+        splitter = model_selection.StratifiedGroupKFold(5, shuffle=True, random_state=seed)
+        reference.append(class_spread(fold_of(splitter, labels, groups), labels, 5))
+    assert np.mean(ours) <= np.mean(reference), (ours, reference)
