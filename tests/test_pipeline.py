@@ -1,8 +1,12 @@
 """The grain pipeline, augmentations and the feature cache."""
 
+import csv
+
 import numpy as np
 import pytest
+import soundfile as sf
 
+from cnnjax.audio.synth import synthesize
 from cnnjax.data import get_datasets, mixup, random_affine, spec_augment
 from cnnjax.data.feature_cache import FeatureCache
 from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
@@ -135,17 +139,47 @@ def tiny_config(tmp_path):
     return config
 
 
-def test_grouped_and_k_fold_configs_reach_the_datasets(tiny_config):
-    tiny_config.data.num_folds = 4
-    names = []
-    for fold in range(4):
-        tiny_config.data.fold = fold
-        names.extend(get_datasets(tiny_config).val_file_names)
-    assert len(names) == len(set(names)) == 20  # every recording validated exactly once
-    tiny_config.data.num_folds = 0
+def patient_folder(root) -> dict[str, str]:
+    """An audio_folder CSV of 18 recordings by 6 patients (3 each, one class per patient);
+    returns each file's patient."""
+    root.mkdir()
+    patients = {}
+    with open(root / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "group"])
+        for i in range(18):
+            patient, label = f"p{i // 3}", ("normal", "murmur", "extrastole")[i // 3 % 3]
+            sf.write(root / f"{i}.wav", synthesize(label, np.random.default_rng(i), 4000, 1.2),
+                     4000, subtype="PCM_16")
+            writer.writerow([f"{i}.wav", label, patient])
+            patients[f"{i}.wav"] = patient
+    return patients
+
+
+def test_grouped_and_k_fold_configs_reach_the_datasets(tiny_config, tmp_path):
+    patients = patient_folder(tmp_path / "patients")
+    tiny_config.data.update(name="audio_folder", manual_dir=str(tmp_path / "patients"),
+                            csv="labels.csv")
+
+    def split() -> tuple[list[str], set[str]]:
+        """The validation files, and the patients with recordings on both sides."""
+        datasets = get_datasets(tiny_config)
+        assert len(datasets.train) + len(datasets.val) == 18
+        val = datasets.val_file_names
+        return val, ({patients[f] for f in val}
+                     & {patient for f, patient in patients.items() if f not in val})
+
+    assert split()[1]  # a split by recording shares patients: the check can fail
     tiny_config.data.grouped = True
-    datasets = get_datasets(tiny_config)
-    assert len(datasets.train) + len(datasets.val) == 20
+    assert not split()[1]
+    tiny_config.data.num_folds = 3
+    names = []
+    for fold in range(3):
+        tiny_config.data.fold = fold
+        val, shared = split()
+        assert not shared, fold
+        names.extend(val)
+    assert sorted(names) == sorted(patients)  # every recording validated exactly once
 
 
 def test_mixup_batches_train(tiny_config):
