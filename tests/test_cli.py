@@ -8,6 +8,8 @@ import sys
 import pytest
 
 from conftest import REPO
+from readback import (CURVES_SIZE, TRAIN, VALIDATION, assert_confusion_png,
+                      assert_top_losses_match, count_colour, read_png)
 
 TINY = ["--config.num_epochs=2", "--config.data.workers=1", "--config.batch_size=4", "--config.eval_batch_size=8",
         "--config.data.image_size=(32,32)", "--config.data.crop_seconds=1.0",
@@ -23,20 +25,28 @@ def run_main(*args, data_dir, timeout=300) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_default_experiment_with_tiny_overrides_writes_every_output(tmp_path):
+    """One epoch, then the same run continued to two, so the report of either epoch that
+    turns out best is at hand when --mode=eval re-evaluates it."""
     workdir = tmp_path / "run"
+    first = run_main(f"--workdir={workdir}", *TINY, "--config.num_epochs=1",
+                     data_dir=tmp_path / "data")
+    assert first.returncode == 0, first.stderr
+    reports = {1: json.loads((workdir / "report.json").read_text())}
     result = run_main(f"--workdir={workdir}", *TINY, data_dir=tmp_path / "data")
     assert result.returncode == 0, result.stderr
-    for name in ("config.json", "metrics.jsonl", "report.json", "confusion_matrix.png",
-                 "curves.png"):
-        assert (workdir / name).stat().st_size > 0, name
+    assert "resuming with changed config fields: num_epochs: 1 -> 2" in result.stderr
     epochs = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_error_rate"} <= \
         set(epochs[0])
-    report = json.loads((workdir / "report.json").read_text())
+    report = reports[2] = json.loads((workdir / "report.json").read_text())
     assert report["class_names"] == ["extrastole", "murmur", "normal"]
     assert sum(map(sum, report["confusion_matrix"])) == report["num_examples"] == 6
     assert report["accuracy"] == pytest.approx(epochs[-1]["val_accuracy"])
+    assert_confusion_png(workdir / "confusion_matrix.png", report["confusion_matrix"])
+    assert_top_losses_match(workdir / "top_losses.csv", report)
+    curves = read_png(workdir / "curves.png", CURVES_SIZE)
+    assert count_colour(curves, TRAIN) > 0 and count_colour(curves, VALIDATION) > 0
     assert "balanced accuracy" in result.stdout and "confusion matrix" in result.stdout
     assert json.loads((workdir / "config.json").read_text())["num_epochs"] == 2
 
@@ -55,8 +65,9 @@ def test_default_experiment_with_tiny_overrides_writes_every_output(tmp_path):
     reevaluated = json.loads((workdir / "report.json").read_text())
     assert reevaluated["accuracy"] == pytest.approx(best["val_accuracy"])
     assert reevaluated["balanced_accuracy"] == pytest.approx(best["val_balanced_accuracy"])
-    if best["epoch"] == 2:
-        assert reevaluated["confusion_matrix"] == report["confusion_matrix"]
+    assert reevaluated["confusion_matrix"] == reports[best["epoch"]]["confusion_matrix"]
+    assert_confusion_png(workdir / "confusion_matrix.png", reevaluated["confusion_matrix"])
+    assert_top_losses_match(workdir / "top_losses.csv", reevaluated)
 
 
 @pytest.mark.parametrize("flag, message", [

@@ -12,25 +12,15 @@ from cnnjax.report import (
     read_jsonl,
     write_json,
 )
+from readback import (CURVES_SIZE, TRAIN, VALIDATION, assert_confusion_png, count_colour,
+                      read_png)
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NAMES = ["cat", "dog", "bird"]
 # Same example as tests/test_metrics.py: accuracy 0.6, balanced accuracy 2/3,
 # macro-F1 38/63 = 0.6032 (4 d.p.).
 CONFUSION = confusion_matrix(
     [0, 0, 0, 1, 1, 2, 2, 2, 2, 0], [0, 1, 2, 1, 1, 2, 2, 0, 1, 0], num_classes=3
 )
-
-
-def assert_nontrivial_png(path):
-    data = path.read_bytes()
-    assert data.startswith(PNG_MAGIC)
-    # IHDR follows the magic: 4-byte length, b"IHDR", then big-endian width and height.
-    assert data[12:16] == b"IHDR"
-    width = int.from_bytes(data[16:20], "big")
-    height = int.from_bytes(data[20:24], "big")
-    assert width >= 300 and height >= 300
-    assert len(data) > 5_000
 
 
 def test_write_json_round_trip_creates_parents_and_leaves_no_temp_files(tmp_path):
@@ -72,7 +62,7 @@ def test_append_and_read_jsonl(tmp_path):
 def test_plot_confusion_matrix_writes_png(tmp_path):
     path = tmp_path / "plots" / "confusion.png"
     plot_confusion_matrix(CONFUSION, NAMES, path, title="Validation")
-    assert_nontrivial_png(path)
+    assert_confusion_png(path, CONFUSION)
 
 
 def test_plot_confusion_matrix_rejects_wrong_number_of_names(tmp_path):
@@ -88,13 +78,15 @@ def test_plot_curves_writes_png_with_partial_history(tmp_path):
     ]
     path = tmp_path / "curves.png"
     plot_curves(history, path)
-    assert_nontrivial_png(path)
+    pixels = read_png(path, CURVES_SIZE)
+    assert count_colour(pixels, TRAIN) > 0 and count_colour(pixels, VALIDATION) > 0
 
 
 def test_plot_curves_handles_history_without_accuracy(tmp_path):
     path = tmp_path / "loss_only.png"
     plot_curves([{"train_loss": 1.0}, {"train_loss": 0.5}], path)
-    assert_nontrivial_png(path)
+    pixels = read_png(path, CURVES_SIZE)
+    assert count_colour(pixels, TRAIN) > 0 and count_colour(pixels, VALIDATION) == 0
 
 
 def test_format_summary_lists_metrics_classes_and_confusion():
