@@ -8,6 +8,7 @@ import pytest
 
 from cnnjax.cv import summarize
 from cnnjax.metrics import classification_report
+from readback import assert_confusion_png
 from test_cli import TINY, run_main
 
 NAMES = ["extrastole", "murmur", "normal"]
@@ -31,6 +32,10 @@ def test_summary_is_the_folds_mean_std_pooled_and_majority_baseline():
     assert baseline["macro_f1"]["folds"][0] == pytest.approx((2 * 0.5 / 1.5) / 3)
 
 
+def mean_std(spread) -> str:
+    return f"{spread['mean']:.3f} ± {spread['std']:.3f}"
+
+
 @pytest.mark.slow
 def test_cv_trains_every_grouped_fold_once_and_resumes(tmp_path):
     workdir = tmp_path / "cv"
@@ -48,8 +53,16 @@ def test_cv_trains_every_grouped_fold_once_and_resumes(tmp_path):
         np.mean([f["balanced_accuracy"] for f in folds]))
     assert summary["pooled"]["confusion_matrix"] == np.sum(
         [f["confusion_matrix"] for f in folds], axis=0).tolist()
-    assert (workdir / "cv_confusion_matrix.png").stat().st_size > 0
-    assert "always 'normal'" in (workdir / "cv_report.md").read_text()
+    assert_confusion_png(workdir / "cv_confusion_matrix.png",
+                         summary["pooled"]["confusion_matrix"])
+    table = {cells[0]: cells[1:] for line in (workdir / "cv_report.md").read_text().splitlines()
+             if line.startswith("| ") for cells in [line.strip("| ").split(" | ")]}
+    assert table["metric"] == ["cnnjax", "always 'normal'"]
+    for metric, spread in summary["metrics"].items():
+        assert table[metric.replace("_", " ")] == [mean_std(spread),
+                                                   mean_std(summary["baseline"][metric])]
+    for name, spread in summary["recall"].items():
+        assert table[f"recall {name}"][0] == mean_std(spread)
 
     again = run_main(*flags, data_dir=tmp_path / "data", timeout=600)
     assert again.returncode == 0, again.stderr
