@@ -13,6 +13,8 @@ CURVES_SIZE = (1100, 400)  # two panels
 SCATTER_SIZE = (500, 500)
 TRAIN, VALIDATION = colors.to_rgb("C0"), colors.to_rgb("C1")  # the curves' line colours
 POINT = 0.7 * np.asarray(TRAIN) + 0.3  # a scatter point (C0 at alpha 0.7) on white
+TOP_LOSS_COLUMNS = ["file", "actual", "predicted", "predicted_probability", "actual_probability",
+                    "loss"]
 
 
 def read_png(path, size: tuple[int, int]) -> np.ndarray:
@@ -51,8 +53,7 @@ def read_csv(path, fields) -> list[dict[str, str]]:
 def assert_top_losses_match(path, report) -> None:
     """`top_losses.csv` lists exactly the misclassified recordings that `report`'s confusion
     matrix counts, most confidently wrong first, each with its loss -ln p(actual)."""
-    rows = read_csv(path, ["file", "actual", "predicted", "predicted_probability",
-                           "actual_probability", "loss"])
+    rows = read_csv(path, TOP_LOSS_COLUMNS)
     names, matrix = report["class_names"], np.asarray(report["confusion_matrix"])
     wrong = {(names[i], names[j]): int(matrix[i, j])
              for i, j in zip(*np.nonzero(matrix)) if i != j}

@@ -14,6 +14,8 @@ from PIL import Image
 from tensorflow_datasets.image_classification import cats_vs_dogs
 
 from conftest import REPO
+from readback import (CURVES_SIZE, TOP_LOSS_COLUMNS, TRAIN, VALIDATION, assert_confusion_png,
+                      assert_top_losses_match, count_colour, read_csv, read_png)
 
 from cnnjax.config import validate_config
 from cnnjax.data import get_datasets
@@ -283,14 +285,17 @@ def test_the_augmented_image_experiment_runs_end_to_end_and_resumes(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "12 train / 4 validation examples, classes ['cat', 'dog'], input (32, 32, 3)" \
         in result.stderr
-    for name in ("metrics.jsonl", "report.json", "curves.png", "confusion_matrix.png",
-                 "top_losses.csv"):
-        assert (workdir / name).stat().st_size > 0, name
     epochs = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs] == [1, 2]
     report = json.loads((workdir / "report.json").read_text())
     assert report["class_names"] == ["cat", "dog"] and report["num_examples"] == 4
     assert report["accuracy"] == pytest.approx(epochs[-1]["val_accuracy"])
+    assert_confusion_png(workdir / "confusion_matrix.png", report["confusion_matrix"])
+    curves = read_png(workdir / "curves.png", CURVES_SIZE)
+    assert count_colour(curves, TRAIN) > 0 and count_colour(curves, VALIDATION) > 0
+    assert_top_losses_match(workdir / "top_losses.csv", report)
+    for row in read_csv(workdir / "top_losses.csv", TOP_LOSS_COLUMNS):
+        assert row["file"].startswith(f"{row['actual']}/"), row  # the image's class folder
     again = run_main(f"--workdir={workdir}", *TINY_IMAGES, data_dir=tmp_path / "data")
     assert again.returncode == 0, again.stderr
     assert "resuming from the checkpoint at step 6 (2 epochs done)" in again.stderr
