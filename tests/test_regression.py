@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 import soundfile as sf
+from matplotlib import colors
 
 from cnnjax.audio.synth import (HEART_RATE_CSV, HEART_RATES, SynthSettings, synthesize,
                                 write_dataset)
@@ -24,6 +25,8 @@ from cnnjax.train.loop import Progress, evaluate, evaluate_checkpoint, train_and
 from cnnjax.train.losses import Loss
 from cnnjax.train.resume import config_changes
 from experiments import heartbeat_rate_regression
+from readback import (CURVES_SIZE, POINT, SCATTER_SIZE, TRAIN, VALIDATION, count_colour,
+                      read_csv, read_png)
 from test_tensorboard import read_scalars
 
 TARGETS = np.array([60.0, 72.0, 75.0, 93.0])
@@ -185,9 +188,23 @@ def test_a_tiny_heart_rate_run_trains_evaluates_predicts_and_cross_validates(tmp
     assert {"train_loss", "train_mae", "train_rmse", "train_r2", "val_loss", "val_mae",
             "val_rmse", "val_r2"} <= set(records[-1]) and "val_accuracy" not in records[-1]
     assert records[-1]["val_mae"] == report["mae"]
-    for plot in ("curves.png", "predicted_vs_true.png"):
-        assert (workdir / plot).stat().st_size > 0
+    curves = read_png(workdir / "curves.png", CURVES_SIZE)
+    assert count_colour(curves, TRAIN) > 0 and count_colour(curves, VALIDATION) > 0
+    scatter = read_png(workdir / "predicted_vs_true.png", SCATTER_SIZE)
+    assert count_colour(scatter, POINT) > 0 and count_colour(scatter, colors.to_rgb("grey")) > 0
     assert not (workdir / "confusion_matrix.png").exists()
+    # One row per validation recording, largest error first, at the rate it was made with.
+    (folder,) = (tmp_path / "data").glob("synthetic_heartbeat-*")
+    rates = {row["path"]: float(row["target"])
+             for row in read_csv(folder / HEART_RATE_CSV, ["path", "label", "group", "target"])}
+    rows = read_csv(workdir / "top_losses.csv", ["file", "actual", "predicted", "error"])
+    errors = np.array([float(row["predicted"]) - float(row["actual"]) for row in rows])
+    assert len(rows) == report["num_examples"]
+    assert [float(row["error"]) for row in rows] == pytest.approx(errors)
+    assert np.all(np.diff(np.abs(errors)) <= 0)
+    assert np.abs(errors).mean() == pytest.approx(report["mae"], rel=1e-5)
+    for row in rows:
+        assert float(row["actual"]) == pytest.approx(rates[row["file"]], rel=1e-6)
     assert [v for _, v in read_scalars(workdir / "tensorboard")["val_mae"]] == pytest.approx(
         [r["val_mae"] for r in records], rel=1e-6)
 
@@ -197,7 +214,6 @@ def test_a_tiny_heart_rate_run_trains_evaluates_predicts_and_cross_validates(tmp
         evaluated = {row["file"]: float(row["predicted"]) for row in csv.DictReader(f)}
     assert len(evaluated) == report["num_examples"]
 
-    (folder,) = (tmp_path / "data").glob("synthetic_heartbeat-*")
     path = predict(config, workdir, [str(folder / name) for name in sorted(evaluated)])
     with open(path) as f:
         rows = list(csv.DictReader(f))
