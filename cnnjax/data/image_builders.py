@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnjax.data.builders import SUMMARY_FILE, prepare
-from cnnjax.data.index import Entry, Index
+from cnnjax.data.index import Entry, Index, inside_root
 from cnnjax.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
@@ -70,8 +70,8 @@ def image_folder_index(root: str | Path, classes: Sequence[str] = ()) -> Index:
     """The images under `root`, one sub-folder per class (nested folders inside a class
     belong to it). `classes` fixes the class list (other folders are skipped as unknown);
     empty means every folder that holds images, sorted. Files without an image suffix
-    inside class folders (Thumbs.db, notes) and images lying outside any class folder are
-    skipped and counted."""
+    inside class folders (Thumbs.db, notes), links that lead out of `root` and images lying
+    outside any class folder are skipped and counted."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"{root} is not a folder of images; config.data.manual_dir must name "
@@ -82,11 +82,14 @@ def image_folder_index(root: str | Path, classes: Sequence[str] = ()) -> Index:
         if path.suffix.lower() in IMAGE_SUFFIXES:
             skipped.append(("outside a class folder", path.name))
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                rows.append((path, folder.name))
+        for path in sorted(p for p in folder.rglob("*") if not p.is_dir()):
+            name = path.relative_to(root).as_posix()
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append(("not an image file name", name))
+            elif inside_root(root, name) is None:
+                skipped.append(("link leaving the data folder", name))
             else:
-                skipped.append(("not an image file name", path.relative_to(root).as_posix()))
+                rows.append((path, folder.name))
     found = sorted({label for _, label in rows})
     index = Index([], tuple(classes) if classes else tuple(found), skipped)
     for path, label in rows:

@@ -97,8 +97,9 @@ def pascal_index(root: str | Path, subset: str) -> Index:
     return index
 
 
-def _inside(root: Path, relative: str) -> Path | None:
-    """`root / relative` if that stays inside `root`, else None (absolute or `..` paths)."""
+def inside_root(root: Path, relative: str) -> Path | None:
+    """`root / relative` resolved, if that stays inside `root`, else None: absolute paths,
+    `..` and symbolic links that lead out of the folder."""
     candidate = (root / relative).resolve()
     return candidate if not Path(relative).is_absolute() and candidate.is_relative_to(
         root.resolve()) else None
@@ -113,24 +114,16 @@ def _read_target(cell: str | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def audio_folder_index(root: str | Path, csv_name: str = "",
-                       classes: Sequence[str] = ()) -> Index:
-    """A user's recordings: one sub-folder per class, or a CSV (`path,label[,group][,target]`,
-    paths relative to `root`). `classes` fixes the class list (others are skipped as unknown);
-    empty means every label found, sorted. Without a `group` column each recording is its
-    own group. A `target` column holds a number per row (a regression target, such as beats
-    per minute); a cell that is not a finite number stops the build, naming its rows."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"{root} is not a folder of recordings.")
-    rows: list[tuple[str, str, str, float]] = []  # (relative path, label, group, target)
-    if csv_name:
-        csv_path = root / csv_name
-        if not csv_path.is_file():
-            raise DataError(f"{csv_path} does not exist; config.data.csv names a CSV inside "
-                            f"config.data.manual_dir.")
-        bad_targets: list[str] = []
-        with open(csv_path, newline="") as f:
+Row = tuple[str, str, str, float]  # (path relative to the root, label, group, target)
+
+
+def _csv_rows(root: Path, csv_path: Path) -> list[Row]:
+    """The rows of a UTF-8 CSV (a byte-order mark and CRLF line ends are fine). A missing
+    column, a target that is not a number or a path leaving `root` stops the build."""
+    rows: list[Row] = []
+    bad_targets: list[str] = []
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             if not {"path", "label"} <= set(reader.fieldnames or ()):
                 raise DataError(f"{csv_path} must have the columns path,label (and optionally "
@@ -143,23 +136,66 @@ def audio_folder_index(root: str | Path, csv_name: str = "",
                     continue
                 rows.append((row["path"].strip(), (row["label"] or "").strip(),
                              (row.get("group") or "").strip(), target))
-        if bad_targets:
-            many = len(bad_targets) > 1
-            listed = ", ".join(bad_targets[:10]) + (" ..." if len(bad_targets) > 10 else "")
-            raise DataError(f"{csv_path}: the target column must hold a number in every row; "
-                            f"{'lines' if many else 'line'} {listed} {'do' if many else 'does'} "
-                            f"not.")
-        escaping = [p for p, _, _, _ in rows if _inside(root, p) is None]
-        if escaping:
-            raise DataError(f"{len(escaping)} paths in {csv_path} point outside {root} and are "
-                            f"refused: {', '.join(escaping[:10])}.")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{csv_path} is not UTF-8 text (byte {error.start} is "
+                        f"{error.object[error.start:error.start + 1]!r}); save it as UTF-8."
+                        ) from None
+    if bad_targets:
+        many = len(bad_targets) > 1
+        listed = ", ".join(bad_targets[:10]) + (" ..." if len(bad_targets) > 10 else "")
+        raise DataError(f"{csv_path}: the target column must hold a number in every row; "
+                        f"{'lines' if many else 'line'} {listed} {'do' if many else 'does'} "
+                        f"not.")
+    escaping = [p for p, _, _, _ in rows if inside_root(root, p) is None]
+    if escaping:
+        raise DataError(f"{len(escaping)} paths in {csv_path} point outside {root} and are "
+                        f"refused: {', '.join(escaping[:10])}; list only files inside it, by "
+                        f"their path relative to it.")
+    return rows
+
+
+def _folder_rows(root: Path) -> tuple[list[Row], list[tuple[str, str]]]:
+    """The recordings in `root`'s class sub-folders, and what is skipped by name: files
+    without an audio suffix, links that lead out of `root`, recordings beside the folders."""
+    rows: list[Row] = []
+    skipped = [("outside a class folder", path.name) for path in sorted(root.iterdir())
+               if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES]
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(p for p in folder.rglob("*") if not p.is_dir()):
+            relative = path.relative_to(root).as_posix()
+            if path.suffix.lower() not in AUDIO_SUFFIXES:
+                skipped.append(("not an audio file name", relative))
+            elif inside_root(root, relative) is None:
+                skipped.append(("link leaving the data folder", relative))
+            else:
+                rows.append((relative, folder.name, "", math.nan))
+    return rows, skipped
+
+
+def audio_folder_index(root: str | Path, csv_name: str = "",
+                       classes: Sequence[str] = ()) -> Index:
+    """A user's recordings: one sub-folder per class, or a CSV (`path,label[,group][,target]`,
+    paths relative to `root`). `classes` fixes the class list (others are skipped as unknown);
+    empty means every label found, sorted. Without a `group` column each recording is its
+    own group. A `target` column holds a number per row (a regression target, such as beats
+    per minute); a cell that is not a finite number stops the build, naming its rows.
+    Unlabelled rows, unknown labels, duplicates and missing files are skipped and counted,
+    as are (with class folders) files without an audio suffix, links leading out of `root`
+    and recordings beside the folders."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder of recordings.")
+    skipped: list[tuple[str, str]] = []
+    if csv_name:
+        csv_path = root / csv_name
+        if not csv_path.is_file():
+            raise DataError(f"{csv_path} does not exist; config.data.csv names a CSV inside "
+                            f"config.data.manual_dir.")
+        rows = _csv_rows(root, csv_path)
     else:
-        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-            for path in sorted(folder.rglob("*")):
-                if path.suffix.lower() in AUDIO_SUFFIXES:
-                    rows.append((path.relative_to(root).as_posix(), folder.name, "", math.nan))
+        rows, skipped = _folder_rows(root)
     labels_found = sorted({label for _, label, _, _ in rows if label})
-    index = Index([], tuple(classes) if classes else tuple(labels_found))
+    index = Index([], tuple(classes) if classes else tuple(labels_found), skipped)
     seen: set[Path] = set()
     for relative, label, group, target in rows:
         path = (root / relative).resolve()
