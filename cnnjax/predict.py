@@ -32,7 +32,7 @@ from cnnjax import report as reporting
 from cnnjax.audio.io import AudioError, read_audio
 from cnnjax.checkpoint import Checkpoints
 from cnnjax.config import validate_config
-from cnnjax.data.builders import to_int16
+from cnnjax.data.builders import recording_flags, to_int16
 from cnnjax.data.datasets import Recordings, image_settings, mel_settings, spectrograms
 from cnnjax.data.feature_cache import FeatureCache
 from cnnjax.data.pipeline import EVAL_WINDOWS, window_images
@@ -80,7 +80,8 @@ def input_files(inputs: str | Sequence[str]) -> list[str]:
 def read_spectrograms(paths: Sequence[str], config: Any
                       ) -> tuple[list[np.ndarray | None], list[str]]:
     """Each file's log-mel as training computes it (not cached: new files would only fill
-    the cache), or None and the reason it cannot be read."""
+    the cache), or None and the reason it cannot be read. What a build would flag (cut,
+    silent, shorter than its header) is logged as a note."""
     records, errors = [], []
     for path in paths:
         try:
@@ -88,6 +89,9 @@ def read_spectrograms(paths: Sequence[str], config: Any
         except AudioError as error:
             errors.append(str(error).removeprefix(f"{error.path}: "))
             continue
+        flags = recording_flags(Path(path), samples, rate, config.data.max_seconds)
+        if flags:
+            _log(f"note: {path} is {' and '.join(flags)}")
         records.append({"audio": to_int16(samples), "sample_rate": rate})
         errors.append("")
     mel = mel_settings(config)

@@ -121,7 +121,8 @@ def test_every_kind_of_bad_or_unusual_file_is_counted_kept_or_refused(tmp_path):
     assert kept["long.wav"]["audio"].size == 60 * RATE
     assert kept["ok.wav"]["group"] == "p1"
     flagged = dict((name, what) for what, name in recordings.summary["flagged"])
-    assert flagged == {"silent.wav": "silent", "long.wav": "cut to 60 s"}
+    assert flagged == {"silent.wav": "silent", "long.wav": "cut to 60 s",
+                       "truncated.wav": "shorter than its header says"}
     text = recordings.summary["text"]
     assert text.startswith("9 examples; skipped 10 (") and "1 missing: missing.wav" in text
     on_disk = list((tmp_path / "cache" / "tfds").rglob("build_summary.json"))

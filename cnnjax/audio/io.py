@@ -3,6 +3,7 @@ with a short reason, so a dataset build can skip it, count it and say why."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +51,11 @@ def duration_seconds(path: str | Path) -> float:
     """The recording's length from its header (no samples read)."""
     info = sf.info(str(path))
     return info.frames / info.samplerate
+
+
+def shorter_than_header(path: str | Path) -> bool:
+    """Whether the file ends before the samples its header announces (a copy or recording
+    cut off). libsndfile then reads what is there and notes the shortfall in its log as
+    `data : <header's size> (should be <size>)`; WAV and AIFF headers let it see this."""
+    log = sf.info(str(path)).extra_info
+    return re.search(r"^\s*(data|SSND) : \d+ \(should be \d+\)", log, re.MULTILINE) is not None

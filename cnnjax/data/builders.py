@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from cnnjax.audio.io import AudioError, read_audio
+from cnnjax.audio.io import AudioError, read_audio, shorter_than_header
 from cnnjax.data.index import Entry, Index
 from cnnjax.errors import DataError
 
@@ -24,9 +24,24 @@ def to_int16(samples: np.ndarray) -> np.ndarray:
     return np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16)
 
 
+def recording_flags(path: Path, samples: np.ndarray, rate: int,
+                    max_seconds: float) -> list[str]:
+    """What is worth knowing about a recording that was read and kept: cut at
+    `max_seconds`, silent, or shorter than its header says (a file cut off)."""
+    flags = []
+    if samples.size >= int(max_seconds * rate):
+        flags.append(f"cut to {max_seconds:g} s")
+    if not np.any(samples):
+        flags.append("silent")
+    if shorter_than_header(path):
+        flags.append("shorter than its header says")
+    return flags
+
+
 class _RecordingsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Writes the `labelled` split of an `Index`; unreadable recordings are skipped and
-    counted in the index, recordings longer than `max_seconds` are cut and flagged."""
+    counted in the index, recordings longer than `max_seconds` are cut and flagged, as are
+    silent ones and files shorter than their header says."""
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Raw 16-bit audio at its own rate, label, sublabel, group, "
                               "file name."}
@@ -69,10 +84,8 @@ class _RecordingsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
             except AudioError as error:
                 self.index.skip(error.reason, entry.file_name)
                 continue
-            if samples.size >= int(self.max_seconds * rate):
-                self.index.flag(f"cut to {self.max_seconds:g} s", entry.file_name)
-            if not np.any(samples):
-                self.index.flag("silent", entry.file_name)
+            for flag in recording_flags(entry.path, samples, rate, self.max_seconds):
+                self.index.flag(flag, entry.file_name)
             self.num_yielded += 1
             yield entry.file_name, {"audio": to_int16(samples), "sample_rate": rate,
                                     **self._fields(entry)}
