@@ -35,6 +35,10 @@ POSITIVE = ("num_epochs", "batch_size", "eval_batch_size", "grad_accum_steps",
             "log_every_steps", "optimizer.learning_rate",
             "audio.sample_rate", "audio.hop_length", "audio.n_mels", "data.crop_seconds")
 FRACTIONS = ("data.val_fraction", "optimizer.warmup_fraction")
+# Tuples of positive whole numbers, and how many each must hold (None: any number).
+# ml_collections checks only that an override is a tuple: `--config.data.image_size=32`
+# arrives as (32,), `=abc` as ('abc',), and the field given twice as both tuples joined.
+WHOLE_NUMBER_TUPLES = {"data.image_size": 2, "model.widths": None, "model.dense": None}
 
 
 def lookup(config: Any, dotted: str) -> Any:
@@ -64,12 +68,26 @@ def validate_config(config: Any) -> None:
         value = lookup(config, field)
         if not 0 <= value < 1:
             raise ConfigError(f"config.{field}={value!r} must lie in [0, 1).")
+    for field, length in WHOLE_NUMBER_TUPLES.items():
+        section, name = field.split(".")
+        value = config[section].get(name)
+        if value is not None and not _whole_numbers(value, length):
+            shown = tuple(value) if isinstance(value, list) else value  # JSON gives lists
+            example = "(128,128)" if length == 2 else "(32,64)"
+            raise ConfigError(f"config.{field}={shown!r} must be "
+                              f"{'two' if length == 2 else 'a tuple of'} positive whole "
+                              f"numbers, e.g. --config.{field}='{example}'.")
     # The loss's own checks (its name, and smoothing only where it applies), before any data.
     Loss(name=loss_name(config), label_smoothing=float(config.loss.label_smoothing),
          huber_delta=float(config.loss.get("huber_delta", 1.0)))
     if config.model.get("in_channels", config.data.channels) != config.data.channels:
         raise ConfigError(f"config.model.in_channels={config.model.in_channels} differs from "
                           f"config.data.channels={config.data.channels}; make them equal.")
+
+
+def _whole_numbers(value: Any, length: int | None) -> bool:
+    return (isinstance(value, (tuple, list)) and (length is None or len(value) == length)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
 
 
 def sibling_config(config_file: str, name: str) -> Any:
