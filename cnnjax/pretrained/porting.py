@@ -394,7 +394,8 @@ def _source_shape(flax_shape: tuple[int, ...], converted: bool) -> tuple[int, ..
 
 def _misfit_message(origin: str, arch: str, looks_like: str | None, missing: list[str],
                     unexpected: list[str], wrong_shape: list[str]) -> str:
-    hint = (f" (it looks like {looks_like}; pass arch={looks_like!r})"
+    hint = (f" (it looks like {looks_like}; load it with arch={looks_like!r}, in a run "
+            f"config.model.name={looks_like!r})"
             if looks_like and looks_like != arch else "")
     counts = ", ".join(f"{len(items)} {what}" for what, items in
                        (("missing", missing), ("unexpected", unexpected),
