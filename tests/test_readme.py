@@ -18,5 +18,7 @@ def test_readme_research_script_trains_and_evaluates(tmp_path):
                             capture_output=True, text=True, timeout=300,
                             env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert result.returncode == 0, result.stderr
+    assert "images[64:]" in script and "range(0, 64, 16)" in script  # trained on the first 64
+    assert result.stdout.startswith("held-out accuracy")
     accuracy = float(result.stdout.split()[-1])
     assert accuracy >= 0.9  # the two classes differ by one standard deviation per pixel
