@@ -30,10 +30,13 @@ from cnnjax.pretrained.locate import download_file
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHS = ("resnet18", "resnet34", "resnet50")
-# max|diff| <= RTOL * max|reference|: README's bound. Measured on a 2-core Intel Xeon: eval
-# logits and stages <= 1.5e-6; train mode (BatchNorm on a batch of two) up to 1.3e-5 for
-# ResNet-50, whose torchvision float32 logits are themselves 1.8e-5 from float64 ones.
+# max|diff| <= RTOL * max|reference|: README's bounds. Measured on a 2-core Intel Xeon: eval
+# logits and stages <= 1.5e-6; train mode (BatchNorm on a batch of two) up to 1.34e-5 (logits)
+# and 1.47e-5 (running statistics) for ResNet-50, whose torchvision float32 logits are
+# themselves 1.8e-5 from float64 ones: train mode is held to about twice that, so another
+# CPU's summation order cannot fail it.
 RTOL = 1.5e-5
+RTOL_TRAIN = 4e-5
 
 
 def max_rel_error(actual, reference) -> float:
@@ -406,8 +409,8 @@ def test_train_mode_outputs_and_running_stats_match_torchvision(ported):
     errors = jax.tree.leaves(jax.tree.map(max_rel_error, updates["batch_stats"], expected))
     print(f"\nparity {arch} 97x131 train: logits {max_rel_error(out, ref):.1e}, "
           f"running stats {max(errors):.1e}")
-    assert max_rel_error(out, ref) <= RTOL
-    assert max(errors) <= RTOL
+    assert max_rel_error(out, ref) <= RTOL_TRAIN
+    assert max(errors) <= RTOL_TRAIN
 
 
 def test_one_channel_input_matches_torchvision_on_grey_rgb():
