@@ -33,7 +33,7 @@ from cnnjax.train.lr_find import LrFindResult, lr_find, plot_lr_find
 from cnnjax.train.phases import Phase, phase_of_epoch, training_phases
 from cnnjax.train.preemption import StopRequests
 from cnnjax.train.recipe import make_loss, phase_setup
-from cnnjax.train.resume import check_resumable, config_changes
+from cnnjax.train.resume import check_classes, check_resumable, config_changes
 from cnnjax.train.state import TrainState, create_train_state
 from cnnjax.train.steps import jit_eval_step
 from cnnjax.train.tasks import Evaluation, Task, record_keys, task_for
@@ -173,12 +173,19 @@ class Run:
         return state.replace(apply_fn=setup.model.apply, tx=setup.tx)
 
 
-def _setup(config: Any) -> tuple[Run, TrainState]:
+def _setup(config: Any, saved: dict[str, Any] | None = None) -> tuple[Run, TrainState]:
+    """The run's data, loss, phases and initial state. `saved`, the record of the checkpoint
+    a run will resume from: a config it cannot follow stops the run before any data is read,
+    and other classes before the model is built."""
     validate_config(config)
     check_batch_sizes(config.batch_size, config.eval_batch_size, config.grad_accum_steps)
     _check_best_metric(config)
+    if saved:
+        check_resumable(config_changes(saved["config"], config))
     datasets = _datasets_one_process_first(config)
     names = datasets.class_names
+    if saved:
+        check_classes(saved["class_names"], names)
     loss = make_loss(config, datasets.train.labels, len(names),
                      getattr(datasets.train, "targets", None))
     parallel = DataParallel(config.parallel, loss, config.grad_accum_steps)
@@ -225,9 +232,9 @@ def _start(config: Any, workdir: Path, checkpoints: Checkpoints, state: TrainSta
     datasets = run.datasets
     class_names = datasets.class_names
 
-    def check(extra: dict[str, Any]) -> None:
-        check_resumable(config_changes(extra["config"], config), extra["class_names"],
-                        class_names)
+    def check(extra: dict[str, Any]) -> None:  # the checkpoint restored may be an older one
+        check_resumable(config_changes(extra["config"], config))
+        check_classes(extra["class_names"], class_names)
 
     restored = checkpoints.restore_newest_good(state, warn=lambda m: _log(f"warning: {m}"),
                                                check=check)
@@ -248,6 +255,17 @@ def _start(config: Any, workdir: Path, checkpoints: Checkpoints, state: TrainSta
         f", {progress.steps} steps into epoch {progress.epoch}" if progress.steps else "")
     _log(f"resuming from the checkpoint at step {step} ({where})")
     return state, progress
+
+
+def _newest_record(checkpoints: Checkpoints) -> dict[str, Any] | None:
+    """The JSON record of the newest checkpoint whose record reads (the one a resumed run
+    starts from, unless its arrays fail), or None; unreadable ones are named when restoring."""
+    for step in reversed(checkpoints.all_steps()):
+        try:
+            return checkpoints.read_extra(step)
+        except Exception:  # any unreadable record: the restore will warn and walk past it
+            continue
+    return None
 
 
 def _tensorboard(workdir: Path) -> contextlib.AbstractContextManager:
@@ -292,16 +310,14 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    run, state = _setup(config)
-    datasets, names, task = run.datasets, run.datasets.class_names, run.task
-    if _is_chief():
-        (workdir / "config.json").write_text(config.to_json(indent=2))
-    _log(f"{len(datasets.train)} train / {len(datasets.val)} validation examples, classes "
-         f"{list(names)}, input {datasets.input_shape}, "
-         f"{jax.device_count()} {jax.default_backend()} device(s)")
     checkpoints = _checkpoints(config, workdir)
-    parallel = run.parallel
     try:
+        run, state = _setup(config, _newest_record(checkpoints))
+        datasets, names, task = run.datasets, run.datasets.class_names, run.task
+        _log(f"{len(datasets.train)} train / {len(datasets.val)} validation examples, classes "
+             f"{list(names)}, input {datasets.input_shape}, "
+             f"{jax.device_count()} {jax.default_backend()} device(s)")
+        parallel = run.parallel
         # Restored arrays come back in the form of their target: global, on every process.
         state = parallel.replicate(state)
         state, progress = _start(config, workdir, checkpoints, state, run)
@@ -310,7 +326,8 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
     except BaseException:
         checkpoints.close()  # orbax's background threads must not outlive the error message
         raise
-    if _is_chief():
+    if _is_chief():  # only now: a run its checkpoints refused leaves the config as it was
+        (workdir / "config.json").write_text(config.to_json(indent=2))
         _write_metrics(workdir, progress.history)
     steps_per_epoch, every = datasets.steps_per_epoch, config.checkpoint.every_steps
     evaluation = None

@@ -11,8 +11,8 @@ from cnnjax.train.losses import DEFAULT_LOSS
 
 # Changing these changes the parameters' shapes or meaning, or the optimizer state's layout.
 STATE_FIELDS = ("model", "data.name", "data.subset", "data.manual_dir", "data.csv",
-                "data.classes", "data.channels", "data.image_size", "optimizer.name",
-                "loss.name")
+                "data.synthetic", "data.synthetic_images", "data.classes", "data.channels",
+                "data.image_size", "optimizer.name", "loss.name")
 # Fields added after runs were saved: a config without one ran with this value.
 ADDED_FIELDS = {"loss.name": DEFAULT_LOSS}
 
@@ -35,15 +35,22 @@ def config_changes(saved_json: str, config: Any) -> dict[str, tuple[Any, Any]]:
             if saved.get(field) != current.get(field)}
 
 
-def check_resumable(changes: dict[str, tuple[Any, Any]], saved_classes: list[str],
-                    classes: tuple[str, ...]) -> None:
-    """Raises ConfigError naming the first change that the saved state cannot follow."""
-    for field, (before, after) in changes.items():
-        if any(field == f or field.startswith(f + ".") for f in STATE_FIELDS):
-            raise ConfigError(
-                f"config.{field} was {before!r} when this workdir's checkpoints were written and "
-                f"is {after!r} now; resuming cannot change it. Use another --workdir, or "
-                f"--config.init_from=<this workdir> to start a new run from its weights.")
+def check_resumable(changes: dict[str, tuple[Any, Any]]) -> None:
+    """Raises ConfigError naming every changed field that the saved state cannot follow."""
+    fixed = [(field, before, after) for field, (before, after) in changes.items()
+             if any(field == f or field.startswith(f + ".") for f in STATE_FIELDS)]
+    if fixed:
+        what = "; ".join(f"config.{field} was {before!r} when this workdir's checkpoints were "
+                         f"written and is {after!r} now" for field, before, after in fixed)
+        raise ConfigError(
+            f"{what}; resuming cannot change {'it' if len(fixed) == 1 else 'them'}. Use "
+            f"another --workdir, or --config.init_from=<this workdir> to start a new run from "
+            f"its weights.")
+
+
+def check_classes(saved_classes: list[str], classes: tuple[str, ...]) -> None:
+    """Raises ConfigError when the data's classes are not those the checkpoints learnt."""
     if list(classes) != list(saved_classes):
-        raise ConfigError(f"the data's classes are {list(classes)} but the checkpoints were "
-                          f"trained on {saved_classes}; use another --workdir.")
+        raise ConfigError(f"the data's classes are {list(classes)} but this workdir's "
+                          f"checkpoints were trained on {saved_classes}; resuming cannot "
+                          f"change them. Use another --workdir.")
