@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
@@ -114,28 +113,27 @@ class Progress:
 
 
 class RunningMetrics:
-    """Sums of the steps' metrics since the last flush, kept on the devices: adding them
-    does not wait for a step, so steps queue up back to back between flushes."""
+    """The steps' metrics since the last flush, kept on the devices: holding them does not
+    wait for a step, so steps queue up back to back between flushes."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, jax.Array] | None = None
-        self.count = 0
+        self.pending: list[dict[str, jax.Array]] = []
 
     def add(self, metrics: dict[str, jax.Array]) -> None:
-        self.sums = metrics if self.sums is None else jax.tree.map(jnp.add, self.sums, metrics)
-        self.count += 1
+        self.pending.append(metrics)
 
     def flush_into(self, progress: Progress) -> float:
-        """Adds the sums to `progress` (waiting for the devices) and returns the mean loss
-        of the flushed steps."""
-        if self.sums is None:
+        """Adds the steps' metrics to `progress` one step at a time (waiting for the
+        devices), so its sums are the same wherever flushes fell: a resumed run flushes at
+        other steps than an uninterrupted one. Returns the mean loss of the flushed steps."""
+        if not self.pending:
             return 0.0
-        sums = jax.device_get(self.sums)
-        for name, total in sums.items():
-            progress.sums[name] = progress.sums.get(name, 0.0) + float(total)
-        mean_loss = float(sums["loss"]) / self.count
-        self.sums, self.count = None, 0
-        return mean_loss
+        steps = jax.device_get(self.pending)
+        for metrics in steps:
+            for name, value in metrics.items():
+                progress.sums[name] = progress.sums.get(name, 0.0) + float(value)
+        self.pending = []
+        return float(np.mean([float(m["loss"]) for m in steps]))
 
 
 @dataclass
