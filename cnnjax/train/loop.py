@@ -372,7 +372,9 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                         raise SystemExit(143 if stop.requested == "SIGTERM" else 130)
                     if save_now:
                         save()
+                bar.set_description(f"epoch {epoch}/{config.num_epochs} evaluating")
                 evaluation = evaluate(state, datasets, parallel.evaluate_batch, run.loss)
+                bar.set_description(f"epoch {epoch}/{config.num_epochs}", refresh=False)
                 record = {
                     "epoch": epoch, "step": step,
                     "phase": run.phase.name,
