@@ -173,6 +173,10 @@ def main(argv: list[str]) -> None:
         _fail(str(error), 2)
     except CnnjaxError as error:
         _fail(str(error), 1)
+    except KeyboardInterrupt:  # Ctrl-C outside the train loop, which saves and exits itself
+        print("\ncnnjax: interrupted by Ctrl-C; run the same command again to continue.",
+              file=sys.stderr, flush=True)
+        sys.exit(130)
 
 
 def _run_predict(workdir: Path) -> None:

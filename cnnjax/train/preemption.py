@@ -1,5 +1,5 @@
 """Graceful stops: SIGTERM (a cluster's preemption notice) and SIGINT (Ctrl-C) ask the train
-loop to finish its current step, save and exit; a second SIGINT exits at once."""
+loop to finish its current step, save and exit; a second Ctrl-C ends the process at once."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 class StopRequests:
     """Context manager installing the handlers (main thread only; elsewhere it is inert).
-    `requested` names the signal once one arrived."""
+    `requested` names the first signal once one arrived."""
 
     def __init__(self) -> None:
         self.requested: str | None = None
@@ -29,11 +29,12 @@ class StopRequests:
             signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if self.requested and signum == signal.SIGINT:
-            print(f"cnnjax: {name} again: exiting now without saving.", file=sys.stderr,
-                  flush=True)
-            raise SystemExit(130)
-        self.requested = name
-        print(f"\ncnnjax: {name} received: finishing this step, then saving and exiting "
-              f"(Ctrl-C again exits at once).", file=sys.stderr, flush=True)
+        # From now on Ctrl-C is the system's: it ends the process wherever it is, even inside
+        # a long compilation or a save, where no Python handler could run.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if self.requested:  # a repeated SIGTERM: the stop is under way
+            return
+        self.requested = signal.Signals(signum).name
+        print(f"\ncnnjax: {self.requested} received: finishing this step, then saving and "
+              f"exiting (Ctrl-C again exits at once, without saving).", file=sys.stderr,
+              flush=True)
