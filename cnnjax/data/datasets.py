@@ -135,15 +135,16 @@ FRONTENDS = ("librosa", "jax")
 def spectrograms(recordings: Recordings, mel: MelSettings, cache: FeatureCache,
                  frontend: str = "librosa") -> list[np.ndarray]:
     """Log-mel of every whole recording at `mel.sample_rate`, through the feature cache;
-    the missing ones computed with librosa on the host or with the JAX frontend on the
-    default device."""
+    the missing ones computed with librosa on the host, each stored as soon as it is
+    computed (an interrupted run keeps what it did), or all at once with the JAX frontend on
+    the default device."""
     results = [cache.load(r["audio"], int(r["sample_rate"])) for r in recordings.records]
     missing = [i for i, value in enumerate(results) if value is None]
     waveforms = [resample(recordings.records[i]["audio"].astype(np.float32) / 32768.0,
                           int(recordings.records[i]["sample_rate"]), mel.sample_rate)
                  for i in missing]
     computed = log_mel_many(waveforms, mel) if frontend == "jax" else \
-        [log_mel(w, mel) for w in waveforms]
+        (log_mel(w, mel) for w in waveforms)
     for i, value in zip(missing, computed):
         cache.store(recordings.records[i]["audio"], int(recordings.records[i]["sample_rate"]),
                     value)
