@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -20,7 +23,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from cnnjax.errors import CnnjaxError
+from cnnjax.errors import WRITE_FIXES, CnnjaxError
 from cnnjax.train.state import TrainState
 
 STATE_FIELDS = ("step", "params", "batch_stats", "opt_state", "rng")
@@ -40,27 +43,30 @@ def _quiet_asyncio() -> Iterator[None]:
         logger.setLevel(level)
 
 
-class _OrbaxReadsNeverRetrieved(logging.Filter):
-    """A failed restore leaves orbax's other concurrent reads failing too; asyncio logs each
-    as 'Task exception was never retrieved' when it is garbage-collected, possibly after the
-    run's own error message. Our warning or error has said it all."""
+class _OrbaxIoNeverRetrieved(logging.Filter):
+    """A failed restore or save leaves orbax's other concurrent reads or writes failing too;
+    asyncio logs each as 'Task exception was never retrieved' when it is garbage-collected,
+    possibly after the run's own error message. Our warning or error has said it all."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
-            message += repr(record.exc_info[1])
+            # A plain OSError names neither; the files it was raised in do.
+            message += repr(record.exc_info[1]) + " ".join(
+                frame.filename for frame in traceback.extract_tb(record.exc_info[2]))
         return not ("exception was never retrieved" in message
                     and ("orbax" in message or "tensorstore" in message))
 
 
-def _ignore_reads_into_closed_loop() -> None:
-    """After a failed restore, tensorstore's still-pending reads complete into orbax's closed
-    event loop, and each reports a 'RuntimeError: Event loop is closed' traceback as an
-    unraisable exception, some of them long after. They carry nothing; our warning says it.
-    The same reads' 'never retrieved' errors are filtered from asyncio's log."""
+def _ignore_io_into_closed_loop() -> None:
+    """After a failed restore or save, tensorstore's still-pending reads or writes complete
+    into orbax's closed event loop, and each reports a 'RuntimeError: Event loop is closed'
+    traceback as an unraisable exception, some before the failure reaches us and some long
+    after. They carry nothing; our warning or error says it. Their 'never retrieved' errors
+    are filtered from asyncio's log. Installed with the first `Checkpoints`."""
     asyncio_logger = logging.getLogger("asyncio")
-    if not any(isinstance(f, _OrbaxReadsNeverRetrieved) for f in asyncio_logger.filters):
-        asyncio_logger.addFilter(_OrbaxReadsNeverRetrieved())
+    if not any(isinstance(f, _OrbaxIoNeverRetrieved) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(_OrbaxIoNeverRetrieved())
     previous = sys.unraisablehook
     if getattr(previous, "ignores_closed_loop", False):
         return
@@ -87,11 +93,38 @@ class _ExpectedOrbaxWarnings(logging.Filter):
                         and message.rstrip().endswith("_CHECKPOINT_METADATA")))
 
 
+class _WriteFailuresRaisedAgain(logging.Filter):
+    """orbax logs a save that failed for want of permission or space from each of its
+    background threads, with tracebacks; the same error comes back from the next save or
+    wait, where `Checkpoints` words it in one sentence."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or "orbax" not in record.pathname:
+            return True
+        return _os_error_code(record.exc_info[1] if record.exc_info else None) \
+            not in WRITE_FIXES
+
+
 logging.getLogger("absl").addFilter(_ExpectedOrbaxWarnings())
+logging.getLogger("absl").addFilter(_WriteFailuresRaisedAgain())
+
+
+def _os_error_code(error: BaseException | None) -> int | None:
+    """The errno behind a failed write: an OSError's in the exception's chain, or the
+    `os_error_code` tensorstore writes into its messages."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno:
+            return error.errno
+        code = re.search(r"os_error_code='?(\d+)", str(error))
+        if code:
+            return int(code.group(1))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 class CheckpointError(CnnjaxError):
-    """Checkpoints exist but none can be restored, or a state is not fit to save."""
+    """Checkpoints exist but none can be restored, a state is not fit to save, or the disk
+    refuses a save."""
 
 
 class NonFiniteState(CheckpointError):
@@ -115,6 +148,7 @@ class Checkpoints:
 
     def __init__(self, directory: str | Path, *, max_to_keep: int = 2,
                  best_metric: str = "", best_mode: str = "max", asynchronous: bool = True):
+        _ignore_io_into_closed_loop()
         policies: list[Any] = [ocp.checkpoint_managers.LatestN(n=max_to_keep)]
         if best_metric:
             policies.append(ocp.checkpoint_managers.BestN(
@@ -171,9 +205,28 @@ class Checkpoints:
             raise NonFiniteState(f"the parameters at step {step} hold NaN or Inf; not saved.")
         if step in self.manager.all_steps():
             return
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state_arrays(state)), extra=ocp.args.JsonSave(extra)),
-            metrics=metrics)
+        with self._writing():
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state_arrays(state)),
+                extra=ocp.args.JsonSave(extra)), metrics=metrics)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A save that failed for want of permission or space (this one, or one that failed
+        in the background since) becomes one CheckpointError naming the folder and the newest
+        checkpoint left; orbax has already dropped the failed one from its steps."""
+        try:
+            yield
+        except Exception as error:
+            code = _os_error_code(error)
+            if code not in WRITE_FIXES:
+                raise
+            newest = self.latest_step()
+            then = ("to start again" if newest is None
+                    else f"to resume from the newest checkpoint, step {newest}")
+            raise CheckpointError(
+                f"cannot write a checkpoint in {self.directory}: {os.strerror(code)}; "
+                f"{WRITE_FIXES[code]} and run the same command again {then}.") from None
 
     def restore(self, state: TrainState, step: int) -> tuple[TrainState, dict[str, Any]]:
         """`state` with its arrays replaced by those of checkpoint `step`, and its `extra`."""
@@ -222,16 +275,17 @@ class Checkpoints:
 
     @staticmethod
     def _skip(step: int, error: Exception, warn: Callable[[str], None]) -> str:
-        _ignore_reads_into_closed_loop()
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         warn(f"skipping the unreadable checkpoint at step {step}: {reason}")
         return f"step {step} ({reason})"
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._writing():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.close()
+        with self._writing():
+            self.manager.close()
 
 
 def read_state_arrays(item: str | Path, names: tuple[str, ...] = ("params", "batch_stats")

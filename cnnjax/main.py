@@ -11,11 +11,13 @@ own split or folds, into <workdir>/baseline_report.json/.md; needs scikit-learn)
 and export use the config the run saved unless --config names one; `--config.<field>`
 overrides apply to it.
 Mistakes a user can make end in one line on stderr: exit code 2 for a bad flag, config file
-or config value, 1 for missing or malformed data.
+or config value, 1 for missing or malformed data or a workdir that cannot be written.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any, NoReturn
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cnnjax.errors import CnnjaxError, ConfigError
+from cnnjax.errors import WRITE_FIXES, CnnjaxError, ConfigError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "heartbeat_synthetic.py"
 
@@ -177,6 +179,30 @@ def main(argv: list[str]) -> None:
         print("\ncnnjax: interrupted by Ctrl-C; run the same command again to continue.",
               file=sys.stderr, flush=True)
         sys.exit(130)
+    except OSError as error:
+        message = _unwritable(error, Path(workdir))
+        if message is None:
+            raise
+        _fail(message, 1)
+
+
+def _unwritable(error: OSError, workdir: Path) -> str | None:
+    """One sentence for a write into the workdir (or the creation of it or a folder above
+    it) that failed for want of permission or space; None for any other OS error. A write
+    that runs out of space names no file: the workdir, where the run writes, is named."""
+    fix = WRITE_FIXES.get(error.errno)
+    if fix is None:
+        return None
+    workdir = workdir.absolute()
+    if error.filename is None:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return None
+        return (f"{error.strerror} while writing; free space on the disk of {workdir}, "
+                f"where this run writes, or choose another --workdir.")
+    path = Path(os.fsdecode(error.filename)).absolute()
+    if not (path == workdir or workdir in path.parents or path in workdir.parents):
+        return None
+    return f"cannot write {path}: {error.strerror}; {fix} or choose another --workdir."
 
 
 def _run_predict(workdir: Path) -> None:

@@ -236,9 +236,9 @@ def test_failed_reads_left_unretrieved_are_not_logged_after_our_message(caplog):
     import asyncio
     import gc
 
-    from cnnjax.checkpoint import _ignore_reads_into_closed_loop
+    from cnnjax.checkpoint import _ignore_io_into_closed_loop
 
-    _ignore_reads_into_closed_loop()
+    _ignore_io_into_closed_loop()
 
     def abandon(exception):
         loop = asyncio.new_event_loop()
