@@ -33,17 +33,27 @@ def _to_json(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def _atomic_text(path: str | os.PathLike, newline: str | None = None) -> Iterator[TextIO]:
     """A text file that replaces ``path`` only once fully written and synced.
 
     The data goes to a temporary file in the same directory, so a crash mid-write never
-    leaves a truncated file behind and an error keeps the previous one.
+    leaves a truncated file behind and an error keeps the previous one. The file gets the
+    permissions an ordinary ``open`` would (``mkstemp`` makes it private to its owner), so
+    colleagues sharing a workdir can read it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
             yield f
             f.flush()

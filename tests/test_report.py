@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -33,6 +35,20 @@ def test_write_json_round_trip_creates_parents_and_leaves_no_temp_files(tmp_path
     write_json(path, {"replaced": True})
     assert json.loads(path.read_text()) == {"replaced": True}
     assert [p.name for p in path.parent.iterdir()] == ["report.json"]
+
+
+def test_written_files_get_the_permissions_of_an_ordinary_open(tmp_path):
+    """A temporary file is private to its owner; the report replacing it must not be, or
+    colleagues sharing a workdir cannot read it."""
+    previous = os.umask(0o027)
+    try:
+        write_json(tmp_path / "report.json", {"ok": 1})
+        with open(tmp_path / "plain.json", "w"):
+            pass
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE((tmp_path / "report.json").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o640
 
 
 def test_write_json_converts_numpy_values(tmp_path):
