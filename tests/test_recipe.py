@@ -2,6 +2,7 @@
 BatchNorm modes, the loss from config.loss, and the learning-rate range test."""
 
 import math
+import sys
 
 import jax
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 
 from cnnjax.errors import ConfigError
 from cnnjax.train import create_train_state
-from cnnjax.train.lr_find import exponential_learning_rates, lr_find, suggest
+from cnnjax.train.lr_find import (LrFindResult, exponential_learning_rates, lr_find,
+                                  plot_lr_find, suggest)
 from cnnjax.train.phases import phase_of_epoch, training_phases
 from cnnjax.train.recipe import make_loss, phase_setup
 from cnnjax.train.steps import jit_train_step
@@ -125,6 +127,17 @@ def test_valley_suggestion_on_a_known_curve():
     # The valley runs from the last flat point (14) to the minimum (45): 31 points; a third
     # is 10.33, so the suggestion is point 14 + 10 + 5.
     assert suggest(lrs, smoothed) == lrs[29]
+
+
+def test_lr_find_plot_is_drawn_without_pyplot(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # importing it fails
+    lrs = list(exponential_learning_rates(1e-6, 1.0, 20))
+    losses = [2.0 - 0.05 * i for i in range(20)]
+    plot_lr_find(LrFindResult(lrs, losses, losses, False, lrs[10]), tmp_path / "lr_find.png")
+    with Image.open(tmp_path / "lr_find.png") as image:
+        assert image.size == (720, 480)
 
 
 def test_lr_find_stops_at_divergence_on_a_separable_problem():

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import jax
 import numpy as np
 import optax
+from matplotlib.figure import Figure
 
 from cnnjax.train.state import TrainState
 from cnnjax.train.steps import Loss, jit_train_step
@@ -94,12 +95,10 @@ def lr_find(state: TrainState, batches: Iterable[dict[str, Any]], *, start: floa
 
 
 def plot_lr_find(result: LrFindResult, path: str | Path) -> None:
-    """Smoothed loss against the learning rate (log scale), the suggestion marked."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 4))
+    """Smoothed loss against the learning rate (log scale), the suggestion marked. Drawn on a
+    `matplotlib.figure.Figure`, as report.py draws, so the process's backend is left alone."""
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
     axes.plot(result.learning_rates, result.smoothed, label="smoothed loss")
     axes.plot(result.learning_rates, result.losses, alpha=0.3, label="loss")
     axes.axvline(result.suggestion, color="tab:red", linestyle="--",
@@ -113,4 +112,3 @@ def plot_lr_find(result: LrFindResult, path: str | Path) -> None:
     axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
