@@ -9,6 +9,7 @@ global registry during a long training run.
 
 import contextlib
 import csv
+import io
 import json
 import os
 import tempfile
@@ -24,6 +25,7 @@ from numpy.typing import ArrayLike
 # Above this many classes, per-cell counts are unreadable and slow to draw, so
 # the confusion matrix plot shows colour only.
 MAX_ANNOTATED_CLASSES = 30
+PNG_DPI = 100  # every plot is written at this resolution
 
 
 def _to_json(value: Any) -> Any:
@@ -103,7 +105,15 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
 def _save_png(fig: Figure, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
+    fig.savefig(path, format="png", dpi=PNG_DPI)
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """`fig` as the PNG that `_save_png` would write, for figures that go elsewhere than a
+    file (TensorBoard)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=PNG_DPI)
+    return buffer.getvalue()
 
 
 def plot_confusion_matrix(
@@ -113,6 +123,12 @@ def plot_confusion_matrix(
     title: str = "Confusion matrix",
 ) -> None:
     """Save a confusion-matrix heat map as PNG: true class on y, predicted class on x."""
+    _save_png(confusion_matrix_figure(confusion, class_names, title), path)
+
+
+def confusion_matrix_figure(confusion: ArrayLike, class_names: Sequence[str],
+                            title: str = "Confusion matrix") -> Figure:
+    """The heat map `plot_confusion_matrix` saves: true class on y, predicted class on x."""
     matrix = np.asarray(confusion)
     n = len(class_names)
     if matrix.shape != (n, n):
@@ -138,8 +154,7 @@ def plot_confusion_matrix(
                 count = int(matrix[i, j])
                 color = "white" if count > threshold else "black"
                 ax.text(j, i, str(count), ha="center", va="center", color=color)
-
-    _save_png(fig, path)
+    return fig
 
 
 Panels = Sequence[tuple[str, Sequence[tuple[str, str]]]]  # (title, ((record key, label), ...))

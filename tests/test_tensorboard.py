@@ -1,16 +1,47 @@
 """TensorBoard event files written without TensorFlow, read back by TensorBoard's own reader."""
 
-import numpy as np
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+import io
 
+import numpy as np
+import pytest
+from matplotlib import image as mpimg
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.util import tensor_util
+
+from cnnjax.report import confusion_matrix_figure, png_bytes
 from cnnjax.tensorboard import SummaryWriter
+
+KEEP_EVERY_EVENT = {"scalars": 0, "images": 0, "tensors": 0}  # the reader samples otherwise
+
+
+def read(logdir) -> EventAccumulator:
+    accumulator = EventAccumulator(str(logdir), size_guidance=KEEP_EVERY_EVENT)
+    accumulator.Reload()
+    return accumulator
 
 
 def read_scalars(logdir) -> dict[str, list[tuple[int, float]]]:
-    accumulator = EventAccumulator(str(logdir))
-    accumulator.Reload()
+    accumulator = read(logdir)
     return {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
             for tag in accumulator.Tags()["scalars"]}
+
+
+def read_text(accumulator: EventAccumulator, tag: str) -> list[tuple[int, str]]:
+    return [(event.step, tensor_util.make_ndarray(event.tensor_proto).item().decode())
+            for event in accumulator.Tensors(tag)]
+
+
+def read_hparams(accumulator: EventAccumulator) -> dict[str, object]:
+    """The HParams session's values, as the HParams plugin parses them."""
+    (content,) = accumulator.PluginTagToContent(hparams_metadata.PLUGIN_NAME).values()
+    info = hparams_metadata.parse_session_start_info_plugin_data(content)
+    return {name: getattr(value, value.WhichOneof("kind"))
+            for name, value in info.hparams.items()}
+
+
+def decode_png(png: bytes) -> np.ndarray:
+    return mpimg.imread(io.BytesIO(png), format="png")
 
 
 def as_float32(value: float) -> float:
@@ -45,3 +76,22 @@ def test_a_resumed_run_adds_a_file_and_tensorboard_joins_them(tmp_path):
         writer.scalars(3, {"val_loss": 1.25})
     assert len(list(tmp_path.iterdir())) == 2
     assert read_scalars(tmp_path) == {"val_loss": [(1, 2.0), (2, 1.5), (3, 1.25)]}
+
+
+def test_text_image_and_hparams_read_back(tmp_path):
+    png = png_bytes(confusion_matrix_figure(np.array([[3, 1], [0, 2]]), ["a", "b"]))
+    with SummaryWriter(tmp_path) as writer:
+        writer.text(0, "notes", "**bold** and `code`")
+        writer.image(5, "confusion_matrix", png)
+        writer.hparams({"batch_size": 16, "optimizer.learning_rate": 2e-3, "mixed": True,
+                        "model.name": "resnet18"})
+        with pytest.raises(ValueError, match="not one"):
+            writer.image(6, "broken", b"GIF89a")
+    accumulator = read(tmp_path)
+    assert read_text(accumulator, "notes") == [(0, "**bold** and `code`")]
+    (image,) = accumulator.Images("confusion_matrix")
+    assert image.step == 5 and image.encoded_image_string == png
+    assert decode_png(png).shape == (image.height, image.width, 4) == (400, 500, 4)
+    assert read_hparams(accumulator) == {"batch_size": 16, "optimizer.learning_rate": 2e-3,
+                                         "mixed": True, "model.name": "resnet18"}
+
