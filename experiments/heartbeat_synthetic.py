@@ -29,7 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.parallel = "jit"  # 'jit' (sharded over a device mesh) | 'pmap' (replicated per device)
     config.dtype = "float32"  # | 'bfloat16': convolutions and matmuls; parameters stay float32
     config.grad_accum_steps = 1  # >1: the batch runs as this many micro-batches, one update
-    config.log_every_steps = 10  # the host reads the loss (and checks it is finite) this often
+    config.log_every_steps = 10  # the host reads the loss (and checks it is finite) and logs
+    #                              the step scalars to TensorBoard this often
     config.init_from = ""  # a workdir, checkpoint or converted weights file that starts a fresh run
     config.init = ml_collections.ConfigDict()
     config.init.pretrained = ""  # e.g. 'torchvision:resnet34' or a .pth/.safetensors path

@@ -1,9 +1,12 @@
 """TensorBoard event files written without TensorFlow, read back by TensorBoard's own reader."""
 
 import io
+import json
 
+import ml_collections
 import numpy as np
 import pytest
+from flax import traverse_util
 from matplotlib import image as mpimg
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
@@ -11,6 +14,9 @@ from tensorboard.util import tensor_util
 
 from cnnjax.report import confusion_matrix_figure, png_bytes
 from cnnjax.tensorboard import SummaryWriter
+from cnnjax.train.loop import TENSORBOARD_DIR, train_and_evaluate
+from cnnjax.train.optim import make_schedule
+from experiments import heartbeat_synthetic
 
 KEEP_EVERY_EVENT = {"scalars": 0, "images": 0, "tensors": 0}  # the reader samples otherwise
 
@@ -95,3 +101,67 @@ def test_text_image_and_hparams_read_back(tmp_path):
     assert read_hparams(accumulator) == {"batch_size": 16, "optimizer.learning_rate": 2e-3,
                                          "mixed": True, "model.name": "resnet18"}
 
+
+@pytest.fixture
+def tiny_config(tmp_path) -> ml_collections.ConfigDict:
+    """The default experiment with a two-block SimpleCNN on 20 short recordings: 14 train
+    (3 steps of 4 per epoch), 6 validation; two epochs, a log every 2 steps."""
+    config = heartbeat_synthetic.get_config()
+    config.data.data_dir = str(tmp_path / "data")
+    config.data.synthetic.num_per_class = (("normal", 10), ("murmur", 6), ("extrastole", 4))
+    config.data.image_size = (32, 32)
+    config.data.crop_seconds = 1.0
+    config.model = ml_collections.ConfigDict(dict(
+        name="simple_cnn", in_channels=1, widths=(8, 16), pool="max", head_pool="gap",
+        dense=(16,), batch_norm=True, dropout=0.0))
+    config.batch_size = 4
+    config.eval_batch_size = 8
+    config.num_epochs = 2
+    config.log_every_steps = 2
+    return config
+
+
+@pytest.mark.slow
+def test_a_run_logs_steps_config_confusion_images_and_hparams(tiny_config, tmp_path):
+    workdir = tmp_path / "run"
+    train_and_evaluate(tiny_config, workdir)
+    epochs = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in epochs] == [3, 6]
+    accumulator = read(workdir / TENSORBOARD_DIR)
+    scalars = read_scalars(workdir / TENSORBOARD_DIR)
+
+    # Every log_every_steps, across the epoch's end: the mean loss of the two steps since the
+    # last log, so the three logs average to the two epochs' mean training loss.
+    losses = scalars["step/train_loss"]
+    assert [step for step, _ in losses] == [2, 4, 6]
+    assert np.mean([loss for _, loss in losses]) == pytest.approx(
+        np.mean([r["train_loss"] for r in epochs]), rel=1e-6)
+    schedule = make_schedule(tiny_config.optimizer, total_steps=6)
+    assert scalars["step/learning_rate"] == [
+        (step, as_float32(schedule(step - 1))) for step in (2, 4, 6)]
+    assert scalars["step/learning_rate"][-1][1] == as_float32(epochs[-1]["learning_rate"])
+    throughput = scalars["step/examples_per_second"]
+    assert [step for step, _ in throughput] == [2, 4, 6] and all(v > 0 for _, v in throughput)
+    assert scalars["train_loss"] == [(r["step"], as_float32(r["train_loss"])) for r in epochs]
+
+    (config_text,) = read_text(accumulator, "config")
+    assert config_text[0] == 0
+    fenced = config_text[1].removeprefix("```json\n").removesuffix("\n```")
+    assert json.loads(fenced) == json.loads((workdir / "config.json").read_text()) \
+        == json.loads(tiny_config.to_json())
+
+    # One confusion matrix per epoch, the figure of confusion_matrix.png (3 classes).
+    images = accumulator.Images("confusion_matrix")
+    assert [image.step for image in images] == [3, 6]
+    for image in images:
+        assert decode_png(image.encoded_image_string).shape == (400, 500, 4)
+        assert (image.width, image.height) == (500, 400)
+    assert decode_png(images[-1].encoded_image_string).shape \
+        == mpimg.imread(workdir / "confusion_matrix.png").shape
+
+    flat = traverse_util.flatten_dict(tiny_config.to_dict(), sep=".")
+    scalar_fields = {k: v for k, v in flat.items() if isinstance(v, (bool, int, float, str))}
+    hparams = read_hparams(accumulator)
+    assert hparams == scalar_fields
+    assert hparams["model.name"] == "simple_cnn" and hparams["log_every_steps"] == 2
+    assert "data.image_size" not in hparams  # a tuple: no HParams value

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import jax
 import ml_collections
 import numpy as np
+from flax import traverse_util
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
@@ -122,18 +123,38 @@ class RunningMetrics:
     def add(self, metrics: dict[str, jax.Array]) -> None:
         self.pending.append(metrics)
 
-    def flush_into(self, progress: Progress) -> float:
+    def flush_into(self, progress: Progress) -> list[float]:
         """Adds the steps' metrics to `progress` one step at a time (waiting for the
         devices), so its sums are the same wherever flushes fell: a resumed run flushes at
-        other steps than an uninterrupted one. Returns the mean loss of the flushed steps."""
-        if not self.pending:
-            return 0.0
+        other steps than an uninterrupted one. Returns the flushed steps' losses."""
         steps = jax.device_get(self.pending)
         for metrics in steps:
             for name, value in metrics.items():
                 progress.sums[name] = progress.sums.get(name, 0.0) + float(value)
         self.pending = []
-        return float(np.mean([float(m["loss"]) for m in steps]))
+        return [float(m["loss"]) for m in steps]
+
+
+class StepLog:
+    """The training steps since TensorBoard's last step-level log: their losses and the wall
+    time they took (compilation in a launch's first window, validation in one that spans an
+    epoch's end), for the scalars written every `config.log_every_steps`."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size  # global: examples per step over every process
+        self.losses: list[float] = []
+        self.since = time.perf_counter()
+
+    def scalars(self, learning_rate: float) -> dict[str, float]:
+        """The window's mean loss and examples per second, and the step's learning rate;
+        starts the next window."""
+        now = time.perf_counter()
+        values = {"step/train_loss": float(np.mean(self.losses)),
+                  "step/learning_rate": learning_rate,
+                  "step/examples_per_second":
+                      len(self.losses) * self.batch_size / (now - self.since)}
+        self.losses, self.since = [], now
+        return values
 
 
 @dataclass
@@ -271,6 +292,24 @@ def _tensorboard(workdir: Path) -> contextlib.AbstractContextManager:
     return SummaryWriter(workdir / TENSORBOARD_DIR) if _is_chief() else contextlib.nullcontext()
 
 
+def _describe_run(tensorboard: SummaryWriter, config: Any, step: int) -> None:
+    """The config as text, and its bool, number and string fields (by dotted name) as the
+    run's session in TensorBoard's HParams tab, which compares runs on them."""
+    tensorboard.text(step, "config", f"```json\n{config.to_json(indent=2)}\n```")
+    flat = traverse_util.flatten_dict(config.to_dict(), sep=".")
+    tensorboard.hparams({name: value for name, value in flat.items()
+                         if isinstance(value, (bool, int, float, str))})
+
+
+def _log_confusion(tensorboard: SummaryWriter, step: int, epoch: int, evaluation: Evaluation,
+                   class_names: tuple[str, ...]) -> None:
+    """The epoch's validation confusion matrix as an image (classification runs have one)."""
+    if evaluation.confusion is not None:
+        figure = reporting.confusion_matrix_figure(evaluation.confusion, class_names,
+                                                   title=f"Validation, epoch {epoch}")
+        tensorboard.image(step, "confusion_matrix", reporting.png_bytes(figure))
+
+
 def _write_metrics(workdir: Path, history: list[dict[str, Any]]) -> None:
     """Rewrites metrics.jsonl from the history (the checkpoint's copy is the truth, so a
     resumed run never has gaps or duplicated epochs)."""
@@ -338,6 +377,9 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                 total=config.num_epochs * steps_per_epoch, unit="step", dynamic_ncols=True,
                 initial=(progress.epoch - 1) * steps_per_epoch + progress.steps,
                 file=sys.stderr, disable=not _is_chief()) as bar:
+            if _is_chief():
+                _describe_run(tensorboard, config, step)
+            step_log = StepLog(config.batch_size)
             while progress.epoch <= config.num_epochs:
                 epoch = progress.epoch
                 state = run.enter(config, state, epoch)
@@ -359,11 +401,17 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                     save_now = every and step % every == 0 and not epoch_end
                     if stop.requested or save_now or epoch_end \
                             or step % config.log_every_steps == 0:
-                        loss = running.flush_into(progress)  # waits for the device
+                        losses = running.flush_into(progress)  # waits for the device
+                        step_log.losses += losses
+                        loss = float(np.mean(losses))
                         if not np.isfinite(loss):
                             raise _diverged(f"the training loss is {loss}", step, epoch,
                                             checkpoints)
                         bar.set_postfix(loss=f"{loss:.3f}")
+                    if step % config.log_every_steps == 0:  # on every process: a new window
+                        scalars = step_log.scalars(float(run.schedule(step - 1)))
+                        if _is_chief():
+                            tensorboard.scalars(step, scalars)
                     if stop.requested:
                         save()
                         checkpoints.wait()
@@ -389,6 +437,7 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                     tensorboard.scalars(record["step"], {
                         k: v for k, v in record.items()
                         if isinstance(v, float) and k != "epoch_seconds"})
+                    _log_confusion(tensorboard, step, epoch, evaluation, names)
                 save(metrics=record)
                 if _is_chief():
                     bar.write(task.epoch_line(record), file=sys.stderr)
