@@ -76,17 +76,18 @@ def _grouped(items: list[tuple[str, str]]) -> str:
                      + (" ..." if len(names) > 5 else "") for reason, names in sorted(by_reason.items()))
 
 
-def pascal_index(root: str | Path, subset: str) -> Index:
-    """The labelled recordings of PASCAL `subset`; every labelled CSV row must resolve."""
+def pascal_index(root: str | Path, subset: str, labelled: bool = True) -> Index:
+    """The labelled recordings of PASCAL `subset`, or with `labelled=False` its unlabelled
+    ones (the challenge's test recordings, label ''); every CSV row must resolve."""
     root = Path(root).expanduser()
     classes = PASCAL_CLASSES[subset]
     index = Index([], classes)
     seen: set[Path] = set()
     for recording in read_index(root, subset):
         name = recording.path.relative_to(root).as_posix()
-        if not recording.label:
-            continue  # unlabelled test recordings are not part of the labelled split
-        if recording.label not in classes:
+        if bool(recording.label) != labelled:
+            continue  # the other split's recording
+        if labelled and recording.label not in classes:
             index.skip("unknown label", f"{name} ({recording.label})")
         elif recording.path in seen:
             index.skip("duplicate", name)
