@@ -34,7 +34,9 @@ def _two_phase(start: float, middle: float, end: float, turn: float,
                total: float) -> optax.Schedule:
     """Cosine from `start` to `middle` over steps [0, turn], then to `end` at `total`: fastai's
     one-cycle (`turn` = pct_start * total, not rounded, as fastai's schedule positions are
-    fractions of the run)."""
+    fractions of the run). Hand-written rather than `optax.cosine_onecycle_schedule` for
+    fastai's exact values: optax truncates the turn to a whole step and interpolates by
+    multiplying scale factors."""
     def schedule(step: jax.Array) -> jax.Array:
         step = jnp.asarray(step, jnp.float32)
         rise = jnp.clip(step / turn, 0, 1) if turn > 0 else 1.0
@@ -105,7 +107,12 @@ def scale_by_adam(b1: optax.Schedule, b2: float, eps: float,
                   frozen: Any) -> optax.GradientTransformation:
     """Adam's direction (torch.optim.Adam's arithmetic), with beta1 following a schedule.
     Frozen leaves (Python bools, resolved when tracing) output zeros and keep their state, so
-    their moments stay 0 and XLA drops their gradients."""
+    their moments stay 0 and XLA drops their gradients.
+
+    Hand-written rather than `optax.scale_by_adam` for torch's exact semantics: a step count
+    per leaf (torch's per-parameter `step`) for the bias correction of leaves unfrozen
+    mid-run, beta1 read from a schedule (fastai's cycled momentum), and the second moment's
+    correction without rounding b2 to float32."""
     def init_fn(params: Any) -> ScaleByAdamState:
         return ScaleByAdamState(count=jnp.zeros([], jnp.int32),
                                 leaf_count=jax.tree.map(lambda _: jnp.zeros([], jnp.int32), params),
@@ -138,7 +145,11 @@ def scale_by_adam(b1: optax.Schedule, b2: float, eps: float,
 
 
 def _add_decayed_weights(rate: float, decay: Any) -> optax.GradientTransformation:
-    """Adds `rate * param` to the updates of the leaves marked True in `decay`."""
+    """Adds `rate * param` to the updates of the leaves marked True in `decay`.
+
+    The arithmetic of `optax.add_decayed_weights(rate, mask=decay)`, bit for bit, but with
+    the chain's state as it is: optax's mask wraps the state in a `MaskedState`, a tree
+    orbax would refuse to restore the optimizer state of existing checkpoints into."""
     def add(update: jax.Array, param: jax.Array, decayed: bool) -> jax.Array:
         return update + rate * param if decayed and rate else update
     return optax.stateless(lambda updates, params: jax.tree.map(add, updates, params, decay))
