@@ -77,6 +77,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.max_seconds = 600.0  # longer recordings are cut (and counted) when building
     config.data.feature_cache = True
     config.data.workers = 0  # grain worker processes for the training pipeline
+    config.data.feature_workers = 0  # threads computing uncached log-mels; 0 = one per core
     config.data.synthetic = ml_collections.ConfigDict()
     config.data.synthetic.num_per_class = (("normal", 160), ("murmur", 80), ("extrastole", 60))
     config.data.synthetic.sample_rate = 4000

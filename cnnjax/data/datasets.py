@@ -8,7 +8,9 @@ recording and settings), split by `config.data` and served by the grain pipeline
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -26,6 +28,7 @@ from cnnjax.data.pipeline import (AugmentSettings, EpochBatches, ImageSettings, 
                                   eval_batches, train_loader)
 from cnnjax.data.splits import split_indices
 from cnnjax.errors import ConfigError, DataError
+from cnnjax.progress import progress_bar
 
 Batch = dict[str, np.ndarray]
 
@@ -110,12 +113,12 @@ class Recordings:
 
 def load_recordings(data: Any, log: Callable[[str], None] = _log) -> Recordings:
     """Builds `data.name` once into the data directory (a changed source builds anew) and
-    reads its labelled recordings (split `train`) back."""
+    reads its labelled split back."""
     builder_class, index, builder_config = SOURCES[data.name](data)
     tfds_dir = data_root(data) / "tfds" / f"{data.name}-{index.fingerprint()}"
     builder, summary = build(builder_class, index, tfds_dir, config=builder_config,
                              max_seconds=data.max_seconds, log=log)
-    source = builder.as_data_source()["train"]
+    source = builder.as_data_source()["labelled"]
     records = []
     for i in range(len(source)):
         record = source[i]
@@ -132,23 +135,54 @@ def mel_settings(config: Any) -> MelSettings:
 FRONTENDS = ("librosa", "jax")
 
 
+def _recording_log_mel(audio: np.ndarray, rate: int, mel: MelSettings) -> np.ndarray:
+    """One recording's int16 samples at `rate` -> its log-mel at `mel.sample_rate`; the one
+    function both the serial and the parallel path run, so their results are identical."""
+    return log_mel(resample(audio.astype(np.float32) / 32768.0, rate, mel.sample_rate), mel)
+
+
+def feature_workers(requested: int) -> int:
+    """Threads that compute log-mels: `requested`, or one per core when it is 0."""
+    return requested if requested > 0 else os.cpu_count() or 1
+
+
+def _librosa_log_mels(records: list[dict[str, Any]], mel: MelSettings, workers: int
+                      ) -> Iterator[np.ndarray]:
+    """The records' log-mels in order, in `workers` threads (one: in this thread). Threads,
+    not processes: soxr, numpy's FFT and BLAS release the GIL, and a worker process would
+    first spend seconds importing cnnjax (benchmarks/NOTES.md)."""
+    arguments = ([r["audio"] for r in records], [int(r["sample_rate"]) for r in records],
+                 [mel] * len(records))
+    if workers <= 1 or len(records) <= 1:
+        yield from map(_recording_log_mel, *arguments)
+        return
+    with ThreadPoolExecutor(min(workers, len(records))) as pool:
+        yield from pool.map(_recording_log_mel, *arguments)
+
+
 def spectrograms(recordings: Recordings, mel: MelSettings, cache: FeatureCache,
-                 frontend: str = "librosa") -> list[np.ndarray]:
+                 frontend: str = "librosa", workers: int = 1) -> list[np.ndarray]:
     """Log-mel of every whole recording at `mel.sample_rate`, through the feature cache;
-    the missing ones computed with librosa on the host, each stored as soon as it is
-    computed (an interrupted run keeps what it did), or all at once with the JAX frontend on
-    the default device."""
+    the missing ones computed with librosa on the host in `workers` threads, each stored
+    as soon as it comes back (an interrupted run keeps what it did), or all at once with
+    the JAX frontend on the default device. A bar counts the recordings computed."""
     results = [cache.load(r["audio"], int(r["sample_rate"])) for r in recordings.records]
     missing = [i for i, value in enumerate(results) if value is None]
-    waveforms = [resample(recordings.records[i]["audio"].astype(np.float32) / 32768.0,
-                          int(recordings.records[i]["sample_rate"]), mel.sample_rate)
-                 for i in missing]
-    computed = log_mel_many(waveforms, mel) if frontend == "jax" else \
-        (log_mel(w, mel) for w in waveforms)
-    for i, value in zip(missing, computed):
-        cache.store(recordings.records[i]["audio"], int(recordings.records[i]["sample_rate"]),
-                    value)
-        results[i] = value
+    if not missing:
+        return results  # type: ignore[return-value]
+    records = [recordings.records[i] for i in missing]
+    if frontend == "jax":
+        computed: Iterator[np.ndarray] = iter(log_mel_many(
+            [resample(r["audio"].astype(np.float32) / 32768.0, int(r["sample_rate"]),
+                      mel.sample_rate) for r in records], mel))
+    else:
+        computed = _librosa_log_mels(records, mel, workers)
+    with progress_bar(len(missing), "log-mel", "recording") as bar:
+        for i, value in zip(missing, computed):
+            cache.store(recordings.records[i]["audio"],
+                        int(recordings.records[i]["sample_rate"]), value)
+            results[i] = value
+            bar.update()
     return results  # type: ignore[return-value]
 
 
@@ -193,7 +227,8 @@ def recording_log_mels(config: Any, recordings: Recordings) -> list[np.ndarray]:
     cache = FeatureCache(data_root(config.data) / "features" if config.data.feature_cache
                          else None,
                          {**dataclasses.asdict(mel), "frontend": config.audio.frontend})
-    return spectrograms(recordings, mel, cache, config.audio.frontend)
+    return spectrograms(recordings, mel, cache, config.audio.frontend,
+                        feature_workers(int(config.data.get("feature_workers", 0))))
 
 
 def split_recordings(data: Any, recordings: Recordings, fold: int
