@@ -33,12 +33,14 @@ from cnnjax.audio.io import AudioError, read_audio
 from cnnjax.checkpoint import Checkpoints
 from cnnjax.config import validate_config
 from cnnjax.data.builders import recording_flags, to_int16
-from cnnjax.data.datasets import Recordings, image_settings, mel_settings, spectrograms
+from cnnjax.data.datasets import (Recordings, feature_workers, image_settings, mel_settings,
+                                  spectrograms)
 from cnnjax.data.feature_cache import FeatureCache
 from cnnjax.data.pipeline import EVAL_WINDOWS, window_images
 from cnnjax.errors import DataError
 from cnnjax.evaluation import abstract_variables, best_variables
 from cnnjax.models.registry import get_model
+from cnnjax.progress import progress_bar
 from cnnjax.train.losses import Loss
 from cnnjax.train.tasks import task_for
 
@@ -83,20 +85,23 @@ def read_spectrograms(paths: Sequence[str], config: Any
     the cache), or None and the reason it cannot be read. What a build would flag (cut,
     silent, shorter than its header) is logged as a note."""
     records, errors = [], []
-    for path in paths:
-        try:
-            samples, rate = read_audio(path, config.data.max_seconds)
-        except AudioError as error:
-            errors.append(str(error).removeprefix(f"{error.path}: "))
-            continue
-        flags = recording_flags(Path(path), samples, rate, config.data.max_seconds)
-        if flags:
-            _log(f"note: {path} is {' and '.join(flags)}")
-        records.append({"audio": to_int16(samples), "sample_rate": rate})
-        errors.append("")
+    with progress_bar(len(paths), "reading", "file") as bar:
+        for path in paths:
+            bar.update()
+            try:
+                samples, rate = read_audio(path, config.data.max_seconds)
+            except AudioError as error:
+                errors.append(str(error).removeprefix(f"{error.path}: "))
+                continue
+            flags = recording_flags(Path(path), samples, rate, config.data.max_seconds)
+            if flags:
+                bar.write(f"cnnjax: note: {path} is {' and '.join(flags)}", file=sys.stderr)
+            records.append({"audio": to_int16(samples), "sample_rate": rate})
+            errors.append("")
     mel = mel_settings(config)
+    workers = feature_workers(int(config.data.get("feature_workers", 0)))
     computed = iter(spectrograms(Recordings((), records, {}), mel,
-                                 FeatureCache(None, {}), config.audio.frontend))
+                                 FeatureCache(None, {}), config.audio.frontend, workers))
     return [None if error else next(computed) for error in errors], errors
 
 
@@ -108,11 +113,13 @@ def window_outputs(model: Any, variables: dict[str, Any], images: np.ndarray,
     forward = jax.jit(lambda v, x: loss.window_outputs(model.apply(v, x, train=False)))
     variables = jax.device_put(variables)
     results = []
-    for first in range(0, len(images), batch_size):
-        batch = images[first:first + batch_size]
-        padded = np.zeros((batch_size, *images.shape[1:]), np.float32)
-        padded[:len(batch)] = batch
-        results.append(np.asarray(forward(variables, padded))[:len(batch)])
+    with progress_bar(len(images), "predicting", "window") as bar:
+        for first in range(0, len(images), batch_size):
+            batch = images[first:first + batch_size]
+            padded = np.zeros((batch_size, *images.shape[1:]), np.float32)
+            padded[:len(batch)] = batch
+            results.append(np.asarray(forward(variables, padded))[:len(batch)])
+            bar.update(len(batch))
     return np.concatenate(results)
 
 

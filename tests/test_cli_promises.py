@@ -102,6 +102,7 @@ def test_lr_find_writes_its_plot_and_prints_the_suggestion_it_recorded(shared, t
                         result.stdout)
     assert printed, result.stdout
     steps, suggestion = int(printed.group(1)), float(printed.group(2))
+    assert re.search(rf"lr_find: +\d+%\|.*\| {steps}/40 \[", result.stderr)  # its bar
 
     recorded = json.loads((workdir / "lr_find.json").read_text())
     rates = recorded["learning_rates"]

@@ -5,6 +5,7 @@ spectrograms this test computes itself with librosa."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -47,7 +48,22 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     result = run_main(f"--workdir={root / 'run'}", *TINY, data_dir=root / "data")
     assert result.returncode == 0, result.stderr
+    (root / "train_stderr.txt").write_text(result.stderr)
     return root / "run", root / "data"
+
+
+def finished_bar(stderr: str, description: str, total: int, unit: str) -> bool:
+    """Whether tqdm drew `description`'s bar at `total`/`total` with a rate in `unit`s."""
+    return re.search(rf"{description}: 100%\|.*\| {total}/{total} \[[\d:]+<[\d:]+, "
+                     rf" *[\d.]+(?:{unit}/s|s/{unit})\]", stderr) is not None
+
+
+def test_the_run_counted_its_features_and_each_evaluation(run):
+    stderr = (run[0].parent / "train_stderr.txt").read_text()
+    assert finished_bar(stderr, "log-mel", 20, "recording")  # the 20 synthetic recordings
+    validation = int(re.search(r"(\d+) validation examples", stderr).group(1))
+    # Evaluation's bar is cleared when it ends, so only its count towards the total stays.
+    assert re.search(rf"evaluating: +\d+%\|.*\| \d+/{validation} \[", stderr)
 
 
 def best_step(workdir) -> int:
@@ -120,6 +136,10 @@ def test_predict_cli_equals_eval_forward_of_the_best_checkpoint(run, tmp_path):
     step = best_step(workdir)
     assert f"checkpoint at step {step}" in result.stderr
     assert "skipped" in result.stderr and "zz_not_audio.wav: unreadable" in result.stderr
+    files = len(list(set_b.glob("*.wav"))) + 3
+    assert finished_bar(result.stderr, "reading", files, "file")
+    assert finished_bar(result.stderr, "log-mel", files - 1, "recording")
+    assert re.search(r"predicting: 100%\|.*\| (\d+)/\1 ", result.stderr)
 
     rows = read_predictions(workdir)
     assert list(rows[0]) == ["file", "predicted", *CLASSES, "error"]

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from cnnjax.audio.synth import publish_folder, staging_folder
+from cnnjax.progress import progress_bar
 
 CLASSES = ("cat", "dog")
 # File formats with their share of the images: mostly JPEG, as photo folders are.
@@ -160,12 +161,15 @@ def write_image_folder(settings: SyntheticImageSettings, root: str | Path) -> Pa
     staging = staging_folder(folder)
     rng = np.random.default_rng(settings.seed)
     suffixes, shares = zip(*FORMATS)
-    for label, count in settings.num_per_class:
-        (staging / label).mkdir(parents=True)
-        for i in range(count):
-            image = draw_image(label, rng, settings.min_side, settings.max_side)
-            suffix = suffixes[int(rng.choice(len(suffixes), p=shares))]
-            options = {"quality": int(rng.integers(60, 96))} if suffix in (".jpg", ".webp") \
-                else {}
-            image.save(staging / label / f"{i:05d}{suffix}", **options)
+    total = sum(count for _, count in settings.num_per_class)
+    with progress_bar(total, "writing synthetic images", "image") as bar:
+        for label, count in settings.num_per_class:
+            (staging / label).mkdir(parents=True)
+            for i in range(count):
+                image = draw_image(label, rng, settings.min_side, settings.max_side)
+                suffix = suffixes[int(rng.choice(len(suffixes), p=shares))]
+                options = {"quality": int(rng.integers(60, 96))} \
+                    if suffix in (".jpg", ".webp") else {}
+                image.save(staging / label / f"{i:05d}{suffix}", **options)
+                bar.update()
     return publish_folder(staging, folder, asdict(settings))

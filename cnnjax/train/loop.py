@@ -27,6 +27,7 @@ from cnnjax.data.datasets import Datasets, get_datasets
 from cnnjax.errors import ConfigError, DataError
 from cnnjax.evaluation import restore_best
 from cnnjax.parallel import DataParallel, check_batch_sizes, prefetch_to_devices
+from cnnjax.progress import progress_bar
 from cnnjax.tensorboard import SummaryWriter
 from cnnjax.train.losses import Loss, loss_name
 from cnnjax.train.lr_find import LrFindResult, lr_find, plot_lr_find
@@ -75,13 +76,16 @@ def evaluate(state: TrainState, datasets: Datasets,
     count = len(datasets.val)
     sums = np.zeros((count, task.window_width(len(datasets.class_names))), np.float64)
     windows = np.zeros(count, np.int64)
-    for batch in datasets.eval_batches():
-        out = eval_batch(state, batch)
-        mask = np.asarray(out["mask"])
-        records = batch["record"][mask]
-        np.add.at(sums, records, np.asarray(loss.window_outputs(
-            np.asarray(out["logits"][mask], np.float32)), np.float64))
-        np.add.at(windows, records, 1)
+    with progress_bar(count, "evaluating", "recording", leave=False) as bar:
+        for batch in datasets.eval_batches():
+            out = eval_batch(state, batch)
+            mask = np.asarray(out["mask"])
+            records = batch["record"][mask]
+            np.add.at(sums, records, np.asarray(loss.window_outputs(
+                np.asarray(out["logits"][mask], np.float32)), np.float64))
+            np.add.at(windows, records, 1)
+            if records.size:  # windows come in recording order: those before are done
+                bar.update(int(records.max()) + 1 - bar.n)
     return task.evaluation(sums / windows[:, None], datasets)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 from matplotlib.figure import Figure
 
+from cnnjax.progress import progress_bar
 from cnnjax.train.state import TrainState
 from cnnjax.train.steps import Loss, jit_train_step
 
@@ -77,18 +78,21 @@ def lr_find(state: TrainState, batches: Iterable[dict[str, Any]], *, start: floa
     losses: list[float] = []
     smoothed: list[float] = []
     average, best, diverged = 0.0, math.inf, False
-    for step, batch in zip(range(num_steps), batches):
-        state, metrics = jit_train_step(state, batch, loss=loss)
-        value = float(metrics["loss"])
-        average = beta * average + (1 - beta) * value
-        current = average / (1 - beta ** (step + 1))
-        lrs.append(float(rates[step]))
-        losses.append(value)
-        smoothed.append(current)
-        best = min(best, current)
-        if not math.isfinite(current) or current > stop_factor * best:
-            diverged = True
-            break
+    with progress_bar(num_steps, "lr_find", "step") as bar:
+        for step, batch in zip(range(num_steps), batches):
+            state, metrics = jit_train_step(state, batch, loss=loss)
+            value = float(metrics["loss"])
+            average = beta * average + (1 - beta) * value
+            current = average / (1 - beta ** (step + 1))
+            lrs.append(float(rates[step]))
+            losses.append(value)
+            smoothed.append(current)
+            best = min(best, current)
+            bar.set_postfix(lr=f"{rates[step]:.1e}", loss=f"{current:.3f}", refresh=False)
+            bar.update()
+            if not math.isfinite(current) or current > stop_factor * best:
+                diverged = True
+                break
     finite = [(lr, s) for lr, s in zip(lrs, smoothed) if math.isfinite(s)]
     suggestion = suggest([lr for lr, _ in finite], [s for _, s in finite])
     return LrFindResult(lrs, losses, smoothed, diverged, suggestion)
