@@ -18,7 +18,6 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 from jax.experimental import multihost_utils
-from tqdm.auto import tqdm
 
 from cnnjax import report as reporting
 from cnnjax.checkpoint import CheckpointError, Checkpoints, NonFiniteState
@@ -377,10 +376,9 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
         _save(checkpoints, parallel.saveable(state), progress, config, run, metrics)
 
     try:
-        with StopRequests() as stop, _tensorboard(workdir) as tensorboard, tqdm(
-                total=config.num_epochs * steps_per_epoch, unit="step", dynamic_ncols=True,
-                initial=(progress.epoch - 1) * steps_per_epoch + progress.steps,
-                file=sys.stderr, disable=not _is_chief()) as bar:
+        with StopRequests() as stop, _tensorboard(workdir) as tensorboard, progress_bar(
+                config.num_epochs * steps_per_epoch, "", "step",
+                initial=(progress.epoch - 1) * steps_per_epoch + progress.steps) as bar:
             if _is_chief():
                 _describe_run(tensorboard, config, step)
             step_log = StepLog(config.batch_size)
