@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from cnnjax import models
 from cnnjax.models.inception import MIN_SIZE_AUX, classifier
@@ -94,18 +95,8 @@ def is_converted(names: Any) -> bool:
 
 def flatten_variables(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Nested variables -> {'params/conv1/kernel': array, 'batch_stats/bn1/mean': ...}."""
-    return {converted_name(path): np.asarray(value)
-            for path, value in _flat_paths(variables).items()}
-
-
-def unflatten_variables(flat: Mapping[FlaxPath, Any]) -> Variables:
-    nested: Variables = {}
-    for path, value in flat.items():
-        node = nested
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return nested
+    return {name: np.asarray(value)
+            for name, value in traverse_util.flatten_dict(variables, sep="/").items()}
 
 
 def guess_arch(names: Any) -> str | None:
@@ -265,8 +256,8 @@ def port(arrays: Mapping[str, Any], arch: str, *, num_classes: int | None = None
     kept = {path: spec for path, spec in template.items() if path[1] not in cut_off}
     if fresh_head:
         loaded.update(_fresh_classifiers(layout, kept, classes, seed))
-    return unflatten_variables({path: jnp.asarray(value) for path, value in loaded.items()
-                                if path in kept})
+    return traverse_util.unflatten_dict({path: jnp.asarray(value)
+                                         for path, value in loaded.items() if path in kept})
 
 
 @functools.lru_cache(maxsize=16)
@@ -280,7 +271,7 @@ def _variable_shapes(arch: str, num_classes: int, in_channels: int, aux_logits: 
         fields.update(features_at=features_at, head="none")
     model = getattr(models, arch)(num_classes=num_classes, in_channels=in_channels, **fields)
     dummy = jnp.zeros((1, layout.template_size, layout.template_size, in_channels))
-    shapes = _flat_paths(jax.eval_shape(model.init, jax.random.PRNGKey(0), dummy))
+    shapes = traverse_util.flatten_dict(jax.eval_shape(model.init, jax.random.PRNGKey(0), dummy))
     return {path: spec for path, spec in shapes.items() if path[0] in COLLECTIONS}
 
 
@@ -295,7 +286,8 @@ def _fresh_classifiers(layout: Layout, template: Mapping[FlaxPath, Any], num_cla
     inputs = tuple(jnp.zeros((1, template[("params", *path, "kernel")].shape[0]))
                    for path, _ in layers)
     fresh = _Classifiers(layers, num_classes).init(jax.random.PRNGKey(seed), inputs)
-    return {("params", *path): value for path, value in _flat_paths(fresh["params"]).items()}
+    return {("params", *path): value
+            for path, value in traverse_util.flatten_dict(fresh["params"]).items()}
 
 
 class _Classifiers(nn.Module):
@@ -414,13 +406,3 @@ def _misfit_message(origin: str, arch: str, looks_like: str | None, missing: lis
 def _natural_key(text: str) -> list[Any]:
     """Sorts 'layer1.2.conv1' before 'layer1.10.conv1'."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
-
-
-def _flat_paths(tree: Mapping[str, Any], prefix: FlaxPath = ()) -> dict[FlaxPath, Any]:
-    flat: dict[FlaxPath, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(_flat_paths(value, prefix + (key,)))
-        else:
-            flat[prefix + (key,)] = value
-    return flat
