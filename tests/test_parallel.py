@@ -3,9 +3,11 @@ with one process, gradient accumulation equals the large batch, bf16 keeps float
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import ml_collections
@@ -220,3 +222,33 @@ def test_two_processes_train_like_one_process_with_two_devices(tmp_path, mode):
         assert two_metrics[-1][key] == pytest.approx(one_metrics[-1][key], rel=1e-5), key
     for a, b in zip(final_params(workdir), final_params(tmp_path / "one")):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_preempted_process_and_the_other_save_the_same_step_together(tmp_path):
+    workdir = tmp_path / "two"
+    port = free_port()
+    workers = [subprocess.Popen(
+        [sys.executable, "-m", "cnnjax.main", f"--workdir={workdir}", *TINY,
+         "--config.num_epochs=50", f"--coordinator_address=localhost:{port}",
+         "--num_processes=2", f"--process_id={index}"], cwd=REPO,
+        env=subprocess_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for index in range(2)]
+    try:
+        checkpoints = workdir / "checkpoints"
+        deadline = time.monotonic() + 240
+        while not any(checkpoints.glob("*/commit_success.txt")):  # the first epoch's
+            assert all(worker.poll() is None for worker in workers)
+            assert time.monotonic() < deadline, "the run never saved its first epoch"
+            time.sleep(0.05)
+        workers[1].send_signal(signal.SIGTERM)  # the notice reaches one process only
+        outputs = [worker.communicate(timeout=120) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    assert [worker.returncode for worker in workers] == [143, 143], outputs
+    chief_err = outputs[0][1]
+    stopped_at = int(chief_err.split("stopped by SIGTERM at step ")[1].split()[0])
+    saved = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    assert saved[-1] == stopped_at
+    assert (checkpoints / str(stopped_at) / "commit_success.txt").exists()

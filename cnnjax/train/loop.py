@@ -401,7 +401,7 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                     step += 1
                     epoch_end = progress.steps == steps_per_epoch
                     save_now = every and step % every == 0 and not epoch_end
-                    if stop.requested or save_now or epoch_end \
+                    if stop.reached(step) or save_now or epoch_end \
                             or step % config.log_every_steps == 0:
                         losses = running.flush_into(progress)  # waits for the device
                         step_log.losses += losses

@@ -1,5 +1,11 @@
 """Graceful stops: SIGTERM (a cluster's preemption notice) and SIGINT (Ctrl-C) ask the train
-loop to finish its current step, save and exit; a second Ctrl-C ends the process at once."""
+loop to finish its current step, save and exit; a second Ctrl-C ends the process at once.
+
+On several processes SIGTERM is left to JAX's preemption service, which
+`jax.distributed.initialize` starts: a notice to any process reaches all of them, and they
+agree on the step to save at (the one after the furthest any had reached), so that every
+process saves the same step together.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,14 @@ import threading
 from types import FrameType
 from typing import Any
 
+import jax
+import orbax.checkpoint as ocp
+
 
 class StopRequests:
     """Context manager installing the handlers (main thread only; elsewhere it is inert).
-    `requested` names the first signal once one arrived."""
+    `requested` names the first signal once one arrived, or SIGTERM once the processes
+    reached the step their preemption service agreed on (see `reached`)."""
 
     def __init__(self) -> None:
         self.requested: str | None = None
@@ -20,13 +30,22 @@ class StopRequests:
 
     def __enter__(self) -> "StopRequests":
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            # A Python handler for SIGTERM would take it from JAX's preemption service.
+            synced = jax.process_count() > 1 and jax.config.jax_enable_preemption_service
+            for signum in (signal.SIGINT,) if synced else (signal.SIGTERM, signal.SIGINT):
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+    def reached(self, step: int) -> bool:
+        """Whether to stop after global step `step`; called by every process at every step,
+        as the preemption service's agreement needs."""
+        if self.requested is None and ocp.multihost.reached_preemption(step):
+            self.requested = "SIGTERM"
+        return self.requested is not None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         # From now on Ctrl-C is the system's: it ends the process wherever it is, even inside
