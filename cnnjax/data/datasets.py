@@ -113,12 +113,12 @@ class Recordings:
 
 def load_recordings(data: Any, log: Callable[[str], None] = _log) -> Recordings:
     """Builds `data.name` once into the data directory (a changed source builds anew) and
-    reads its labelled split back."""
+    reads its labelled recordings (split `train`) back."""
     builder_class, index, builder_config = SOURCES[data.name](data)
     tfds_dir = data_root(data) / "tfds" / f"{data.name}-{index.fingerprint()}"
     builder, summary = build(builder_class, index, tfds_dir, config=builder_config,
                              max_seconds=data.max_seconds, log=log)
-    source = builder.as_data_source()["labelled"]
+    source = builder.as_data_source()["train"]
     records = []
     for i in range(len(source)):
         record = source[i]
