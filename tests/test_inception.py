@@ -172,8 +172,9 @@ def test_strict_loading_with_and_without_aux_logits(state_dict):
     assert "unexpected: Aux.fc.weight (2, 2)" in message
     assert ("wrong shape: Mixed_5c.branch_pool.conv.weight: file (64, 256, 3, 3), model "
             "(64, 256, 1, 1)") in message
-    with pytest.raises(WeightsError, match=r"resnet18 \(it looks like inception_v3; pass "
-                                           r"arch='inception_v3'\)"):
+    with pytest.raises(WeightsError, match=r"resnet18 \(it looks like inception_v3; load it "
+                                           r"with arch='inception_v3', in a run "
+                                           r"config.model.name='inception_v3'\)"):
         load_torchvision(state_dict, "resnet18")
     with pytest.raises(WeightsError, match="aux_logits=True .* resnet18 does not have"):
         load_torchvision(state_dict, "resnet18", aux_logits=True)
