@@ -29,6 +29,10 @@ from test_checkpoint import FINAL_STEP, TINY, metrics_without_timing, state_chec
 
 NUM_RECORDINGS = 20  # TINY's synthetic set
 EPOCH_ENDS_ONLY = "--config.checkpoint.every_steps=0"  # the default: steps replay on resume
+# One thread computes the log-mels: about a second for the 20 recordings, a window the test
+# can hit. Two threads store all 20 within a tenth of a second of the first, too short to
+# stop the run reliably in between on a loaded machine.
+SERIAL_FEATURES = "--config.data.feature_workers=1"
 
 
 class Launch:
@@ -111,7 +115,7 @@ def test_a_run_stopped_at_every_point_ends_bit_identical(reference, cache, tmp_p
     workdir, data = tmp_path / "run", tmp_path / "data"
 
     def launch() -> Launch:
-        return Launch(workdir, data, cache, EPOCH_ENDS_ONLY)
+        return Launch(workdir, data, cache, EPOCH_ENDS_ONLY, SERIAL_FEATURES)
 
     # The TFDS build: killed while TFDS writes into its `incomplete.*` folder.
     run = launch()
