@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnjax.data.builders import SUMMARY_FILE, prepare
-from cnnjax.data.index import Entry, Index, inside_root
+from cnnjax.data.index import Entry, Index, class_folder_files
 from cnnjax.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
@@ -76,20 +76,7 @@ def image_folder_index(root: str | Path, classes: Sequence[str] = ()) -> Index:
     if not root.is_dir():
         raise DataError(f"{root} is not a folder of images; config.data.manual_dir must name "
                         f"a folder with one sub-folder per class.")
-    rows: list[tuple[Path, str]] = []
-    skipped: list[tuple[str, str]] = []
-    for path in sorted(p for p in root.iterdir() if p.is_file()):
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            skipped.append(("outside a class folder", path.name))
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        for path in sorted(p for p in folder.rglob("*") if not p.is_dir()):
-            name = path.relative_to(root).as_posix()
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                skipped.append(("not an image file name", name))
-            elif inside_root(root, name) is None:
-                skipped.append(("link leaving the data folder", name))
-            else:
-                rows.append((path, folder.name))
+    rows, skipped = class_folder_files(root, IMAGE_SUFFIXES, "an image")
     found = sorted({label for _, label in rows})
     index = Index([], tuple(classes) if classes else tuple(found), skipped)
     for path, label in rows:

@@ -155,22 +155,32 @@ def _csv_rows(root: Path, csv_path: Path) -> list[Row]:
     return rows
 
 
-def _folder_rows(root: Path) -> tuple[list[Row], list[tuple[str, str]]]:
-    """The recordings in `root`'s class sub-folders, and what is skipped by name: files
-    without an audio suffix, links that lead out of `root`, recordings beside the folders."""
-    rows: list[Row] = []
+def class_folder_files(root: Path, suffixes: Sequence[str], kind: str
+                       ) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    """The files with one of `suffixes` in `root`'s class sub-folders (nested folders belong
+    to their class), as (path, class); and what is skipped by name: other files in class
+    folders ("not {kind} file name"), links that lead out of `root`, and files with one of
+    `suffixes` lying beside the folders."""
     skipped = [("outside a class folder", path.name) for path in sorted(root.iterdir())
-               if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES]
+               if path.is_file() and path.suffix.lower() in suffixes]
+    found: list[tuple[Path, str]] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         for path in sorted(p for p in folder.rglob("*") if not p.is_dir()):
             relative = path.relative_to(root).as_posix()
-            if path.suffix.lower() not in AUDIO_SUFFIXES:
-                skipped.append(("not an audio file name", relative))
+            if path.suffix.lower() not in suffixes:
+                skipped.append((f"not {kind} file name", relative))
             elif inside_root(root, relative) is None:
                 skipped.append(("link leaving the data folder", relative))
             else:
-                rows.append((relative, folder.name, "", math.nan))
-    return rows, skipped
+                found.append((path, folder.name))
+    return found, skipped
+
+
+def _folder_rows(root: Path) -> tuple[list[Row], list[tuple[str, str]]]:
+    """The recordings in `root`'s class sub-folders, and what is skipped by name."""
+    files, skipped = class_folder_files(root, AUDIO_SUFFIXES, "an audio")
+    return [(path.relative_to(root).as_posix(), label, "", math.nan)
+            for path, label in files], skipped
 
 
 def audio_folder_index(root: str | Path, csv_name: str = "",
