@@ -209,8 +209,8 @@ def test_cv_rerun_resumes_the_fold_it_was_in(reference, cache, tmp_path):
 @pytest.mark.slow
 def test_a_resume_that_would_change_what_the_state_means_stops_naming_it(reference, cache,
                                                                           tmp_path):
-    """Data source (another one, or the synthetic one's recordings), classes, input size and
-    optimizer kind: each stops the resumed run with one line naming it before any data is
+    """Data source (another one, or the synthetic one's recordings), classes, input size,
+    optimizer kind, the split and the log-mel settings: each stops the resumed run with one line naming it before any data is
     read, leaving the workdir as it was."""
     workdir = tmp_path / "run"
     shutil.copytree(reference, workdir)
@@ -222,6 +222,8 @@ def test_a_resume_that_would_change_what_the_state_means_stops_naming_it(referen
             "--config.data.synthetic.num_per_class=(('normal',8),('murmur',6))",
         "config.data.image_size": "--config.data.image_size=(48,48)",
         "config.optimizer.name": "--config.optimizer.name=adamw",
+        "config.data.split_seed": "--config.data.split_seed=1",
+        "config.audio.n_mels": "--config.audio.n_mels=64",
     }
     runs = {named: Launch(workdir, reference.parent / "data", cache, flag)
             for named, flag in changes.items()}

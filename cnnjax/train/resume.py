@@ -8,11 +8,16 @@ from typing import Any
 
 from cnnjax.errors import ConfigError
 from cnnjax.train.losses import DEFAULT_LOSS
+from cnnjax.train.warm_start import INPUT_FIELDS
 
-# Changing these changes the parameters' shapes or meaning, or the optimizer state's layout.
+# Changing these changes the parameters' shapes or meaning, the optimizer state's layout, the
+# inputs the network learnt, or which recordings validate (a new split would validate on
+# recordings the saved state has trained on).
+SPLIT_FIELDS = ("data.val_fraction", "data.split_seed", "data.grouped", "data.num_folds",
+                "data.fold", "data.val_groups")
 STATE_FIELDS = ("model", "data.name", "data.subset", "data.manual_dir", "data.csv",
-                "data.synthetic", "data.synthetic_images", "data.classes", "data.channels",
-                "data.image_size", "optimizer.name", "loss.name")
+                "data.synthetic", "data.synthetic_images", "data.classes", "optimizer.name",
+                "loss.name", *INPUT_FIELDS, *SPLIT_FIELDS)
 # Fields added after runs were saved: a config without one ran with this value.
 ADDED_FIELDS = {"loss.name": DEFAULT_LOSS}
 
