@@ -23,7 +23,8 @@ without a 0.611 (recall abnormal 0.274, normal 0.949; 17 min while tests shared 
 without b 0.673 (0.846, 0.500; 10 min), without f 0.500 (every recording called abnormal;
 12 min); mean over a, b, f 0.595, short of the 0.70 target. Stratified 5-fold (`--mode=cv`,
 started 2026-11-29 on the same machine, shared with other work): fold 1 0.805, fold 2 0.828,
-fold 3 0.805 (the baseline on those folds 0.726, 0.766, 0.695); folds 4-5 not finished yet.
+fold 3 0.805, fold 4 0.825 (the baseline on those folds 0.726, 0.766, 0.695, 0.771); fold 5
+not finished yet.
 """
 
 import ml_collections
