@@ -1,5 +1,8 @@
-"""Audio: defensive reading, log-mel features (librosa on the host or JAX on the device),
-synthetic heart sounds."""
+"""Audio: defensive reading (io), log-mel features (features: librosa on the host;
+frontend: JAX on the device), synthetic heart sounds (synth).
+
+A bottom layer beside `cnnjax.models`: librosa and soundfile, no data pipeline or training.
+"""
 
 from cnnjax.audio.features import MelSettings, crop_frames, load_audio, log_mel, to_image
 from cnnjax.audio.frontend import MelFrontend, log_mel_jax, log_mel_many

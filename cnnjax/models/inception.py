@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.errors import ConfigError
+from cnnjax.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnjax.models.heads import check_head, fresh_head
 from cnnjax.models.layers import Dtype, global_avg_pool, max_pool
 from cnnjax.models.norms import bn_layer, check_frozen_norms, nested_norms
@@ -26,11 +27,9 @@ BLOCKS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d
 MIN_SIZE = 75  # torchvision's smallest input: Mixed_7a then sees 3x3
 # AuxLogits' 5x5 conv needs Mixed_6e at least 17x17 (pooled 5x5/3 to 5x5): 299x299 inputs.
 MIN_SIZE_AUX = 299
-# The per-channel statistics inputs are normalised with (`data.normalization='imagenet'`).
-# `transform_input` turns such inputs into (pixel - 0.5) / 0.5, the scaling Google trained
-# the ImageNet weights with.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# Inputs normalised with IMAGENET_MEAN/STD (`data.normalization='imagenet'`):
+# `transform_input` turns them into (pixel - 0.5) / 0.5, the scaling Google trained the
+# ImageNet weights with.
 
 
 def _init(stddev: float) -> nn.initializers.Initializer:

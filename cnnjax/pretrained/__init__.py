@@ -4,11 +4,16 @@ file reading, offline use.
     from cnnjax.pretrained import load_torchvision
     variables = load_torchvision("torchvision:resnet34", "resnet34", num_classes=3, in_channels=1)
 
-Importing this package never imports torch; only reading a `.pth` file does.
+    files     reading .pth / .safetensors files safely
+    locate    finding or downloading official files, converted file names
+    porting   torchvision/timm names and layouts -> `cnnjax.models` variables
+
+It sits on `cnnjax.models` only. Importing this package never imports torch (only reading a
+`.pth` file does), nor the data stack.
 """
 
-# torchvision's ImageNet statistics; the input pipeline applies them (data.normalization='imagenet').
-from cnnjax.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
+# The input normalization torchvision's weights expect (data.normalization='imagenet').
+from cnnjax.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnjax.pretrained.errors import WeightsError
 from cnnjax.pretrained.files import read_metadata, read_weights
 from cnnjax.pretrained.locate import OFFICIAL_FILES, converted_file_name, resolve_weights
