@@ -85,6 +85,14 @@ def test_importing_a_lower_layer_leaves_the_data_stack_out(package):
     assert "cnnjax.train" not in modules and "cnnjax.data" not in modules
 
 
+@pytest.mark.parametrize("module", ["cnnjax.config", "cnnjax.parallel", "cnnjax.checkpoint",
+                                    "cnnjax.evaluation"])
+def test_modules_below_the_loop_import_first_without_a_cycle(module):
+    # They import cnnjax.train.state; the train package must not pull in the loop, which
+    # imports them back.
+    assert module in _imported_modules(f"import {module}")
+
+
 def test_cnnjax_names_import_their_module_on_first_use():
     import cnnjax
     for name in cnnjax.__all__:
