@@ -4,7 +4,7 @@ softmax is averaged over them, so long recordings are judged whole."""
 import numpy as np
 import pytest
 
-from cnnjax.data.datasets import Datasets
+from cnnjax.data.datasets import SpectrogramDatasets
 from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
                                   eval_batches, spectrogram_image)
 from cnnjax.train.loop import evaluate
@@ -48,8 +48,9 @@ def fake_logits(state, batch):
 @pytest.mark.parametrize("windows", ["all", "centre"])
 def test_evaluate_averages_the_softmax_over_each_recordings_windows(windows):
     source = recordings()
-    datasets = Datasets(NAMES, source, source, ["x", "y", "z"], IMAGE, AugmentSettings(),
-                        batch_size=2, eval_batch_size=2, seed=0, eval_windows=windows)
+    datasets = SpectrogramDatasets(NAMES, source, source, ["x", "y", "z"], IMAGE,
+                                   AugmentSettings(), batch_size=2, eval_batch_size=2, seed=0,
+                                   eval_windows=windows)
     loss, confusion, probabilities = evaluate(None, datasets, fake_logits)
 
     def softmax(x):

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from cnnjax.data.datasets import Datasets
+from cnnjax.data.datasets import SpectrogramDatasets
 from cnnjax.data.pipeline import AugmentSettings, ImageSettings, SpectrogramSource, eval_batches
 from cnnjax.errors import ConfigError, DataError
 from cnnjax.models import SimpleCNN
@@ -225,8 +225,8 @@ def test_a_sigmoid_classifier_is_evaluated_as_two_classes():
     spectrograms = [rng.uniform(-80, 0, (8, n)).astype(np.float32) for n in (25, 10, 14)]
     source = SpectrogramSource(spectrograms, np.array([1, 0, 1], np.int32))
     image = ImageSettings(crop_frames=10, image_size=(8, 10))
-    datasets = Datasets(("cat", "dog"), source, source, ["x", "y", "z"], image,
-                        AugmentSettings(), batch_size=2, eval_batch_size=2, seed=0)
+    datasets = SpectrogramDatasets(("cat", "dog"), source, source, ["x", "y", "z"], image,
+                                   AugmentSettings(), batch_size=2, eval_batch_size=2, seed=0)
 
     def outputs(state, batch):  # one logit per window, from its pixels
         return {"logits": (batch["image"].mean(axis=(1, 2, 3)) + 40.0)[:, None] / 5,

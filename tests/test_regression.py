@@ -15,7 +15,7 @@ from cnnjax.audio.synth import (HEART_RATE_CSV, HEART_RATES, SynthSettings, synt
                                 write_dataset)
 from cnnjax.cv import cross_validate
 from cnnjax.data import load_recordings
-from cnnjax.data.datasets import Datasets
+from cnnjax.data.datasets import SpectrogramDatasets
 from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
                                   eval_batches, train_loader)
 from cnnjax.errors import ConfigError, DataError
@@ -239,8 +239,8 @@ def test_evaluation_averages_each_recordings_predicted_values_over_its_windows()
     spectrograms = [rng.uniform(-80, 0, (8, n)).astype(np.float32) for n in (25, 10, 4)]
     source = SpectrogramSource(spectrograms, np.zeros(3, np.int32), TARGETS[:3])
     image = ImageSettings(crop_frames=10, image_size=(8, 10))
-    datasets = Datasets(("a",), source, source, ["x", "y", "z"], image, AugmentSettings(),
-                        batch_size=2, eval_batch_size=2, seed=0)
+    datasets = SpectrogramDatasets(("a",), source, source, ["x", "y", "z"], image,
+                                   AugmentSettings(), batch_size=2, eval_batch_size=2, seed=0)
     loss = Loss(name="mae", target_mean=70.0, target_std=10.0)
 
     def outputs(state, batch):

@@ -1,4 +1,5 @@
-"""`get_datasets(config)`: the one entry point the trainer uses for batches and class names.
+"""`get_datasets(config)`: the one entry point the trainer uses for batches and class names
+(a `Datasets`, `cnnjax.data.contract`).
 
 Recordings go through a TFDS builder once (array_record files in the data directory), are
 read back with `tfds.data_source`, turned into log-mel spectrograms (cached on disk by
@@ -21,16 +22,15 @@ from cnnjax.audio.features import MelSettings, log_mel, resample
 from cnnjax.audio.frontend import log_mel_many
 from cnnjax.audio.synth import HEART_RATE_CSV, SynthSettings, default_data_root, write_dataset
 from cnnjax.data.builders import AudioFolder, PascalHeartbeat, build
+from cnnjax.data.contract import Datasets, EvalBatch
 from cnnjax.data.feature_cache import FeatureCache
-from cnnjax.data.image_datasets import IMAGE_SOURCES, ImageDatasets, get_image_datasets
+from cnnjax.data.image_datasets import IMAGE_SOURCES, get_image_datasets
 from cnnjax.data.index import Index, audio_folder_index, pascal_index
 from cnnjax.data.pipeline import (AugmentSettings, EpochBatches, ImageSettings, SpectrogramSource,
                                   eval_batches, train_loader)
 from cnnjax.data.splits import split_indices
 from cnnjax.errors import ConfigError, DataError
 from cnnjax.progress import progress_bar
-
-Batch = dict[str, np.ndarray]
 
 
 def _synthetic_folder(data: Any) -> Path:
@@ -187,8 +187,8 @@ def spectrograms(recordings: Recordings, mel: MelSettings, cache: FeatureCache,
 
 
 @dataclass
-class Datasets(EpochBatches):
-    """Train and validation sets of one experiment, and how to batch them."""
+class SpectrogramDatasets(EpochBatches):
+    """`Datasets` of recordings: windows of their log-mel spectrograms."""
     class_names: tuple[str, ...]
     train: SpectrogramSource
     val: SpectrogramSource
@@ -209,7 +209,7 @@ class Datasets(EpochBatches):
         return train_loader(self.train, self.image, self.augment, batch_size=self.batch_size,
                             seed=self.seed, epoch=epoch, workers=self.workers)
 
-    def eval_batches(self) -> Iterator[Batch]:
+    def eval_batches(self) -> Iterator[EvalBatch]:
         return eval_batches(self.val, self.image, self.eval_batch_size, self.eval_windows)
 
 
@@ -245,7 +245,7 @@ def split_recordings(data: Any, recordings: Recordings, fold: int
         raise ConfigError(f"config.data: {error}") from None
 
 
-def get_datasets(config: Any) -> Datasets | ImageDatasets:
+def get_datasets(config: Any) -> Datasets:
     """Loads `config.data.name`, splits its labelled recordings as `config.data` says
     (stratified hold-out, grouped, fold k of n, or named groups left out) and prepares the
     grain pipelines; an image source (`IMAGE_SOURCES`) goes to `get_image_datasets`."""
@@ -264,10 +264,10 @@ def get_datasets(config: Any) -> Datasets | ImageDatasets:
 
     augment = AugmentSettings(**{f.name: config.augment[f.name]
                                  for f in dataclasses.fields(AugmentSettings)})
-    datasets = Datasets(recordings.class_names, source(train_idx), source(val_idx),
-                        [recordings.file_names[i] for i in val_idx], image_settings(config, mel),
-                        augment, config.batch_size, config.eval_batch_size, config.seed,
-                        data.workers, data.eval_windows)
+    datasets = SpectrogramDatasets(
+        recordings.class_names, source(train_idx), source(val_idx),
+        [recordings.file_names[i] for i in val_idx], image_settings(config, mel), augment,
+        config.batch_size, config.eval_batch_size, config.seed, data.workers, data.eval_windows)
     if datasets.steps_per_epoch == 0:
         raise ConfigError(f"config.batch_size={config.batch_size} is larger than the "
                           f"{len(datasets.train)} training examples.")

@@ -4,7 +4,8 @@
 
 Each source becomes an image folder built once by `ImageFolder` at `config.data.image_size`;
 the records are split by `config.data` (stratified hold-out, or fold k of n) and served by
-the image pipeline. `ImageDatasets` answers the trainer as the spectrograms' `Datasets` do.
+the image pipeline. `ImageDatasets` is a `Datasets` (`cnnjax.data.contract`), as the
+spectrograms' `SpectrogramDatasets` are.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from cnnjax.data.contract import EvalBatch
 from cnnjax.data.image_builders import build_images, image_folder_index
 from cnnjax.data.image_pipeline import (ImageAugment, ImageSource, image_eval_batches,
                                         image_train_loader)
@@ -29,7 +31,6 @@ from cnnjax.data.splits import split_indices
 from cnnjax.data.synthetic_images import SyntheticImageSettings, write_image_folder
 from cnnjax.errors import ConfigError, DataError
 
-Batch = dict[str, np.ndarray]
 CATS_VS_DOGS_ZIP = ("https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-"
                     "6DEBA77B919F/kagglecatsanddogs_5340.zip")
 
@@ -129,8 +130,7 @@ def load_images(data: Any, root: Path, log: Callable[[str], None] = _log) -> Ima
 
 @dataclass
 class ImageDatasets(EpochBatches):
-    """Train and validation images of one experiment and how to batch them; the same
-    interface as the spectrograms' `Datasets` (one evaluation window per image)."""
+    """`Datasets` of images: one evaluation window per image."""
     class_names: tuple[str, ...]
     train: ImageSource
     val: ImageSource
@@ -152,7 +152,7 @@ class ImageDatasets(EpochBatches):
                                   batch_size=self.batch_size, seed=self.seed, epoch=epoch,
                                   workers=self.workers)
 
-    def eval_batches(self) -> Iterator[Batch]:
+    def eval_batches(self) -> Iterator[EvalBatch]:
         return image_eval_batches(self.val, self.normalization, self.eval_batch_size)
 
 

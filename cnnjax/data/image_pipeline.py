@@ -27,7 +27,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from cnnjax.data.augment import random_affine
-from cnnjax.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, epoch_loader
+from cnnjax.data.contract import EvalBatch
+from cnnjax.data.pipeline import epoch_loader
+from cnnjax.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGE_NORMALIZATIONS = ("rescale", "imagenet")
 
@@ -117,7 +119,7 @@ def image_train_loader(source: ImageSource, augment: ImageAugment, normalization
 
 
 def image_eval_batches(source: ImageSource, normalization: str, batch_size: int
-                       ) -> Iterator[dict[str, np.ndarray]]:
+                       ) -> Iterator[EvalBatch]:
     """Every image once, in order, in batches of exactly `batch_size`: `record` is the
     image's index in `source` (one window per image), and the last batch is padded with
     zeros, `mask` marking the real rows."""

@@ -20,9 +20,9 @@ import numpy as np
 
 from cnnjax.audio.features import crop_frames, to_image
 from cnnjax.data.augment import mixup, random_gain, random_window_start, spec_augment
+from cnnjax.data.contract import Datasets, EvalBatch, TrainBatches
+from cnnjax.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("db", "imagenet")
 
 
@@ -206,20 +206,20 @@ def window_images(spectrogram: np.ndarray, image: ImageSettings, windows: str
 
 
 def eval_batches(source: SpectrogramSource, image: ImageSettings, batch_size: int,
-                 windows: str = "all") -> Iterator[dict[str, np.ndarray]]:
+                 windows: str = "all") -> Iterator[EvalBatch]:
     """Every record's windows (`window_starts`) in order, in batches of exactly
     `batch_size`; `record` says whose window each row is (`label`, and `target` when the
     source has targets, are its record's), and the last batch is padded with zeros, `mask`
     marking the real rows. Predictions average over a record's windows."""
     rows: list[tuple[np.ndarray, int, int]] = []
 
-    def batch(rows: list[tuple[np.ndarray, int, int]]) -> dict[str, np.ndarray]:
+    def batch(rows: list[tuple[np.ndarray, int, int]]) -> EvalBatch:
         real, pad = len(rows), batch_size - len(rows)
         images = np.stack([r[0] for r in rows] + [np.zeros_like(rows[0][0])] * pad)
-        out = {"image": images,
-               "label": np.array([r[1] for r in rows] + [0] * pad, np.int32),
-               "record": np.array([r[2] for r in rows] + [0] * pad, np.int32),
-               "mask": np.arange(batch_size) < real}
+        out: EvalBatch = {"image": images,
+                          "label": np.array([r[1] for r in rows] + [0] * pad, np.int32),
+                          "record": np.array([r[2] for r in rows] + [0] * pad, np.int32),
+                          "mask": np.arange(batch_size) < real}
         if source.targets is not None:
             out["target"] = np.array([source.targets[r[2]] for r in rows] + [0.0] * pad,
                                      np.float32)
@@ -236,30 +236,21 @@ def eval_batches(source: SpectrogramSource, image: ImageSettings, batch_size: in
         yield batch(rows)
 
 
-class EpochBatches(abc.ABC):
-    """What the train loop asks of a dataset, given `train`, `val`, `batch_size`,
-    `eval_batch_size` and the subclass's `_train_loader(epoch)`: step counts, and an epoch's
-    batches resumable mid-epoch from its grain iterator's state."""
-    train: Any
-    val: Any
+class EpochBatches(Datasets):
+    """The part of `Datasets` both implementations share, given `train`, `batch_size` and
+    the subclass's `_train_loader(epoch)`: the step count, and an epoch's batches resumable
+    mid-epoch from its grain iterator's state."""
     batch_size: int
-    eval_batch_size: int
 
     @property
     def steps_per_epoch(self) -> int:
         return len(self.train) // self.batch_size
 
-    @property
-    def eval_steps(self) -> int:
-        return math.ceil(len(self.val) / self.eval_batch_size)
-
     @abc.abstractmethod
-    def _train_loader(self, epoch: int) -> Any:
+    def _train_loader(self, epoch: int) -> grain.DataLoader:
         """Epoch `epoch`'s grain loader of training batches."""
 
-    def train_batches(self, epoch: int, state: bytes | None = None) -> Iterator[Any]:
-        """Epoch `epoch`'s batches; its iterator's `get_state()` / a `state` passed back here
-        resume mid-epoch at exactly the next batch."""
+    def train_batches(self, epoch: int, state: bytes | None = None) -> TrainBatches:
         iterator = iter(self._train_loader(epoch))
         if state is not None:
             iterator.set_state(state)

@@ -208,8 +208,7 @@ def _setup(config: Any, saved: dict[str, Any] | None = None) -> tuple[Run, Train
     names = datasets.class_names
     if saved:
         check_classes(saved["class_names"], names)
-    loss = make_loss(config, datasets.train.labels, len(names),
-                     getattr(datasets.train, "targets", None))
+    loss = make_loss(config, datasets.train.labels, len(names), datasets.train.targets)
     parallel = DataParallel(config.parallel, loss, config.grad_accum_steps)
     run = Run(datasets, training_phases(config), loss, parallel)
     setup = phase_setup(config, run.phases[0], run.num_outputs, datasets.input_shape,
