@@ -12,8 +12,9 @@ import pytest
 from conftest import REPO
 
 PACKAGE = REPO / "cnnjax"
-# Small modules every layer may use.
-SHARED = ("cnnjax.errors", "cnnjax.imagenet", "cnnjax.progress", "cnnjax.runtime")
+# Small modules every layer may use (cnnjax.logs: the one logger).
+SHARED = ("cnnjax.errors", "cnnjax.imagenet", "cnnjax.logs", "cnnjax.progress",
+          "cnnjax.runtime")
 # The lower layers (what research scripts import piece by piece) and what each may import
 # besides itself and SHARED. Everything else (train, the modes, main, config, checkpoint,
 # parallel, ...) sits above them.
