@@ -15,7 +15,7 @@ import optax
 from cnnjax.errors import ConfigError, DataError
 from cnnjax.models.norms import norm_paths
 from cnnjax.models.registry import get_model
-from cnnjax.train.losses import REGRESSION_LOSSES, Loss, balanced_class_weights, loss_name
+from cnnjax.train.losses import REGRESSION_LOSSES, Loss, balanced_class_weights
 from cnnjax.train.optim import make_optimizer
 from cnnjax.train.param_groups import (frozen_mask, matches, param_paths,
                                        unmatched_patterns)
@@ -30,9 +30,14 @@ def make_loss(config: Any, train_labels: np.ndarray, num_classes: int,
     (n / (k * n_c) over the training labels) or explicit numbers in class order, and
     `huber_delta`. A regression loss scales the model's output by the training targets'
     mean and standard deviation (see `Loss`), so the data must carry targets."""
-    name = loss_name(config)
+    name = config.loss.name
     scaling: dict[str, float] = {}
+    weights = _class_weights(config, train_labels, num_classes)
     if name in REGRESSION_LOSSES:
+        if config.loss.label_smoothing or weights is not None:
+            raise ConfigError(f"config.loss.name={name!r} regresses: label smoothing and "
+                              f"class weights are for classification; set "
+                              f"config.loss.label_smoothing=0 and class_weights='none'.")
         if train_targets is None:
             raise DataError(f"config.loss.name={name!r} regresses on a numeric target per "
                             f"recording, but config.data.name={config.data.name!r} has none: "
@@ -42,22 +47,27 @@ def make_loss(config: Any, train_labels: np.ndarray, num_classes: int,
             raise ConfigError(f"config.augment.mixup_alpha mixes class labels; set it to 0 for "
                               f"the regression loss {name!r}.")
         scaling = _target_scaling(np.asarray(train_targets, np.float64))
+    return Loss(label_smoothing=float(config.loss.label_smoothing), class_weights=weights,
+                name=name, huber_delta=float(config.loss.huber_delta),
+                **scaling)
+
+
+def _class_weights(config: Any, train_labels: np.ndarray, num_classes: int
+                   ) -> tuple[float, ...] | None:
+    """`config.loss.class_weights`: 'none', 'balanced' or explicit numbers in class order."""
     spec = str(config.loss.class_weights).strip()
     if spec in ("", "none"):
-        weights = None
-    elif spec == "balanced":
-        weights = balanced_class_weights(train_labels, num_classes)
-    else:
-        try:
-            weights = tuple(float(w) for w in spec.split(","))
-        except ValueError:
-            weights = ()
-        if len(weights) != num_classes or min(weights) <= 0:
-            raise ConfigError(f"config.loss.class_weights={spec!r} must be 'none', 'balanced' "
-                              f"or {num_classes} positive comma-separated numbers.")
-    return Loss(label_smoothing=float(config.loss.label_smoothing), class_weights=weights,
-                name=name, huber_delta=float(config.loss.get("huber_delta", 1.0)),
-                **scaling)
+        return None
+    if spec == "balanced":
+        return balanced_class_weights(train_labels, num_classes)
+    try:
+        weights = tuple(float(w) for w in spec.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != num_classes or min(weights) <= 0:
+        raise ConfigError(f"config.loss.class_weights={spec!r} must be 'none', 'balanced' "
+                          f"or {num_classes} positive comma-separated numbers.")
+    return weights
 
 
 def _target_scaling(targets: np.ndarray) -> dict[str, float]:
