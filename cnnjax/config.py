@@ -90,7 +90,8 @@ def _check_loss(loss: Any) -> None:
                           f"{list(LOSSES)}.")
     if not 0.0 <= loss.label_smoothing <= 1.0:
         raise ConfigError(f"label_smoothing={loss.label_smoothing!r} must lie in [0, 1].")
-    if loss.name in REGRESSION_LOSSES and loss.label_smoothing:
+    weighted = str(loss.class_weights).strip() not in ("", "none")
+    if loss.name in REGRESSION_LOSSES and (loss.label_smoothing or weighted):
         raise ConfigError(f"config.loss.name={loss.name!r} regresses: label smoothing and "
                           f"class weights are for classification; set "
                           f"config.loss.label_smoothing=0 and class_weights='none'.")

@@ -149,8 +149,7 @@ def test_settings_that_do_not_apply_are_config_errors():
     with pytest.raises(ConfigError, match="regresses"):
         checked(name="mse", label_smoothing=0.1)
     with pytest.raises(ConfigError, match="regresses"):
-        make_loss(loss_config(name="huber", class_weights="1,2"), np.zeros(4, np.int32), 2,
-                  np.ones(4))
+        checked(name="huber", class_weights="1,2")
     with pytest.raises(ConfigError, match="'hinge'"):
         checked(name="hinge", label_smoothing=0.1)
     with pytest.raises(ConfigError, match="huber_delta"):

@@ -32,12 +32,7 @@ def make_loss(config: Any, train_labels: np.ndarray, num_classes: int,
     mean and standard deviation (see `Loss`), so the data must carry targets."""
     name = config.loss.name
     scaling: dict[str, float] = {}
-    weights = _class_weights(config, train_labels, num_classes)
     if name in REGRESSION_LOSSES:
-        if config.loss.label_smoothing or weights is not None:
-            raise ConfigError(f"config.loss.name={name!r} regresses: label smoothing and "
-                              f"class weights are for classification; set "
-                              f"config.loss.label_smoothing=0 and class_weights='none'.")
         if train_targets is None:
             raise DataError(f"config.loss.name={name!r} regresses on a numeric target per "
                             f"recording, but config.data.name={config.data.name!r} has none: "
@@ -47,27 +42,22 @@ def make_loss(config: Any, train_labels: np.ndarray, num_classes: int,
             raise ConfigError(f"config.augment.mixup_alpha mixes class labels; set it to 0 for "
                               f"the regression loss {name!r}.")
         scaling = _target_scaling(np.asarray(train_targets, np.float64))
+    spec = str(config.loss.class_weights).strip()
+    if spec in ("", "none"):
+        weights = None
+    elif spec == "balanced":
+        weights = balanced_class_weights(train_labels, num_classes)
+    else:
+        try:
+            weights = tuple(float(w) for w in spec.split(","))
+        except ValueError:
+            weights = ()
+        if len(weights) != num_classes or min(weights) <= 0:
+            raise ConfigError(f"config.loss.class_weights={spec!r} must be 'none', 'balanced' "
+                              f"or {num_classes} positive comma-separated numbers.")
     return Loss(label_smoothing=float(config.loss.label_smoothing), class_weights=weights,
                 name=name, huber_delta=float(config.loss.huber_delta),
                 **scaling)
-
-
-def _class_weights(config: Any, train_labels: np.ndarray, num_classes: int
-                   ) -> tuple[float, ...] | None:
-    """`config.loss.class_weights`: 'none', 'balanced' or explicit numbers in class order."""
-    spec = str(config.loss.class_weights).strip()
-    if spec in ("", "none"):
-        return None
-    if spec == "balanced":
-        return balanced_class_weights(train_labels, num_classes)
-    try:
-        weights = tuple(float(w) for w in spec.split(","))
-    except ValueError:
-        weights = ()
-    if len(weights) != num_classes or min(weights) <= 0:
-        raise ConfigError(f"config.loss.class_weights={spec!r} must be 'none', 'balanced' "
-                          f"or {num_classes} positive comma-separated numbers.")
-    return weights
 
 
 def _target_scaling(targets: np.ndarray) -> dict[str, float]:
@@ -107,7 +97,7 @@ def phase_setup(config: Any, phase: Phase, num_outputs: int, input_shape: tuple[
                 steps_per_epoch: int, norm_axis_name: str | None = None) -> PhaseSetup:
     """The model and optimizer of `phase`; the optimizer state's structure is the same for
     every phase, so a run carries it from one to the next. The model has `num_outputs` output
-    units (`Loss.num_outputs`) and computes in `config.dtype`; `norm_axis_name` is the pmap
+    units (`Task.num_outputs`) and computes in `config.dtype`; `norm_axis_name` is the pmap
     axis its BatchNorm averages over."""
     if config.freeze_norm not in FREEZE_NORM_MODES:
         raise ConfigError(f"config.freeze_norm={config.freeze_norm!r} is not valid; choose "
