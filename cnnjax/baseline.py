@@ -20,13 +20,12 @@ import numpy as np
 
 from cnnjax import report as reporting
 from cnnjax.config import validate_config
-from cnnjax.cv import markdown, summarize
 from cnnjax.data.datasets import (Recordings, load_recordings, recording_log_mels,
                                   split_recordings)
 from cnnjax.data.image_datasets import IMAGE_SOURCES
 from cnnjax.errors import ConfigError
-from cnnjax.metrics import classification_report, confusion_matrix
-from cnnjax.train.losses import REGRESSION_LOSSES, loss_name
+from cnnjax.metrics import classification_report, confusion_matrix, summarize_folds
+from cnnjax.train.tasks import Regression, task_kind
 
 MODEL = "log-mel statistics + logistic regression"
 FEATURES = ("per mel band: mean and standard deviation over time of the log-mel and of its "
@@ -61,9 +60,9 @@ def _check(config: Any) -> None:
     if config.data.name in IMAGE_SOURCES:
         raise ConfigError(f"--mode=baseline needs audio recordings, but config.data.name="
                           f"{config.data.name!r} is an image dataset.")
-    if loss_name(config) in REGRESSION_LOSSES:
+    if task_kind(config.loss.name) is Regression:
         raise ConfigError(f"--mode=baseline is a classifier, but config.loss.name="
-                          f"{loss_name(config)!r} is a regression loss.")
+                          f"{config.loss.name!r} is a regression loss.")
 
 
 def make_classifier() -> Any:
@@ -139,10 +138,10 @@ def run_baseline(config: Any, workdir: str | Path) -> dict[str, Any]:
     recordings = load_recordings(config.data)
     features = np.stack([recording_features(s) for s in recording_log_mels(config, recordings)])
     folds = evaluate_folds(config, recordings, features, classifier)
-    summary = summarize([f["report"] for f in folds])
+    summary = summarize_folds([f["report"] for f in folds])
     summary.update(num_folds=len(folds), grouped=bool(config.data.grouped),
                    split_seed=config.data.split_seed)
-    text = markdown(summary, model="baseline", title=_title(config, len(folds)))
+    text = reporting.cv_markdown(summary, model="baseline", title=_title(config, len(folds)))
     line = summary_line(summary)
     # cv's summary calls the majority answer its baseline; here that word is taken.
     always_majority = summary.pop("baseline")

@@ -14,7 +14,7 @@ from cnnjax.data.pipeline import EVAL_WINDOWS, NORMALIZATIONS
 from cnnjax.errors import ConfigError
 from cnnjax.models.registry import MODELS
 from cnnjax.parallel import PARALLEL_MODES
-from cnnjax.train.losses import Loss, loss_name
+from cnnjax.train.losses import LOSSES, REGRESSION_LOSSES
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
 from cnnjax.train.recipe import COMPUTE_DTYPES
 
@@ -77,12 +77,29 @@ def validate_config(config: Any) -> None:
             raise ConfigError(f"config.{field}={shown!r} must be "
                               f"{'two' if length == 2 else 'a tuple of'} positive whole "
                               f"numbers, e.g. --config.{field}='{example}'.")
-    # The loss's own checks (its name, and smoothing only where it applies), before any data.
-    Loss(name=loss_name(config), label_smoothing=float(config.loss.label_smoothing),
-         huber_delta=float(config.loss.get("huber_delta", 1.0)))
+    _check_loss(config.loss)
     if config.model.get("in_channels", config.data.channels) != config.data.channels:
         raise ConfigError(f"config.model.in_channels={config.model.in_channels} differs from "
                           f"config.data.channels={config.data.channels}; make them equal.")
+
+
+def _check_loss(loss: Any) -> None:
+    """The loss's name, and smoothing only where it applies, before any data."""
+    if loss.name not in LOSSES:
+        raise ConfigError(f"config.loss.name={loss.name!r} is not valid; choose one of "
+                          f"{list(LOSSES)}.")
+    if not 0.0 <= loss.label_smoothing <= 1.0:
+        raise ConfigError(f"label_smoothing={loss.label_smoothing!r} must lie in [0, 1].")
+    weighted = str(loss.class_weights).strip() not in ("", "none")
+    if loss.name in REGRESSION_LOSSES and (loss.label_smoothing or weighted):
+        raise ConfigError(f"config.loss.name={loss.name!r} regresses: label smoothing and "
+                          f"class weights are for classification; set "
+                          f"config.loss.label_smoothing=0 and class_weights='none'.")
+    if loss.name == "hinge" and loss.label_smoothing:
+        raise ConfigError("config.loss.label_smoothing is for the cross-entropy losses, "
+                          "not 'hinge'; set it to 0.")
+    if not loss.huber_delta > 0:
+        raise ConfigError(f"config.loss.huber_delta={loss.huber_delta!r} must be positive.")
 
 
 def _whole_numbers(value: Any, length: int | None) -> bool:

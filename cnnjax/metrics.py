@@ -1,5 +1,5 @@
-"""Classification metrics computed from a confusion matrix, and regression metrics (MAE,
-RMSE, R²) computed from targets and predictions.
+"""Classification metrics computed from a confusion matrix, regression metrics (MAE, RMSE,
+R²) computed from targets and predictions, and their summaries over cross-validation folds.
 
 Plain numpy, so evaluation results can be summarised and stored without a
 device or a traced computation in the way.
@@ -10,6 +10,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+FOLD_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")  # summarized over cv folds
+REGRESSION_METRICS = ("mae", "rmse", "r2")
 
 
 def _as_class_indices(values: ArrayLike, what: str, num_classes: int) -> np.ndarray:
@@ -136,4 +139,46 @@ def regression_report(targets: ArrayLike, predictions: ArrayLike) -> dict[str, A
         "num_examples": int(true.size),
         "target_mean": float(true.mean()),
         "target_std": float(true.std()),
+    }
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """Mean and std (ddof=0) over folds, and the folds' values."""
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)),
+            "folds": [float(v) for v in values]}
+
+
+def summarize_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std (over folds, ddof=0) of each metric and per-class recall of the folds'
+    `classification_report`s, the pooled confusion matrix's report, and the majority-class
+    baseline on the same folds."""
+    names = folds[0]["class_names"]
+    pooled = np.sum([np.asarray(f["confusion_matrix"]) for f in folds], axis=0)
+    majority = int(pooled.sum(axis=1).argmax())
+
+    def always_majority(confusion: np.ndarray) -> dict[str, Any]:
+        guessed = np.zeros_like(confusion)
+        guessed[:, majority] = confusion.sum(axis=1)
+        return classification_report(guessed, names)
+
+    baselines = [always_majority(np.asarray(f["confusion_matrix"])) for f in folds]
+    return {
+        "class_names": names,
+        "metrics": {m: spread([f[m] for f in folds]) for m in FOLD_METRICS},
+        "recall": {n: spread([f["per_class"][n]["recall"] for f in folds]) for n in names},
+        "pooled": classification_report(pooled, names),
+        "baseline": {"answer": names[majority],
+                     **{m: spread([b[m] for b in baselines]) for m in FOLD_METRICS}},
+    }
+
+
+def summarize_regression_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std (over folds, ddof=0) of MAE, RMSE and R², and of the same for the
+    baseline that always predicts each fold's training mean (each fold's report holds it)."""
+    return {
+        "num_examples": int(sum(f["num_examples"] for f in folds)),
+        "metrics": {m: spread([f[m] for f in folds]) for m in REGRESSION_METRICS},
+        "baseline": {"answer": "the training mean",
+                     **{m: spread([f["baseline"][m] for f in folds])
+                        for m in REGRESSION_METRICS}},
     }

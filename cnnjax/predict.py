@@ -42,7 +42,7 @@ from cnnjax.evaluation import abstract_variables, best_variables
 from cnnjax.models.registry import get_model
 from cnnjax.progress import progress_bar
 from cnnjax.train.losses import Loss
-from cnnjax.train.tasks import task_for
+from cnnjax.train.tasks import Task, task_for
 
 PREDICTIONS_FILE = "predictions.csv"
 
@@ -106,11 +106,11 @@ def read_spectrograms(paths: Sequence[str], config: Any
 
 
 def window_outputs(model: Any, variables: dict[str, Any], images: np.ndarray,
-                   batch_size: int, loss: Loss) -> np.ndarray:
-    """`loss.window_outputs` (softmax probabilities, hinge scores or values) of the
+                   batch_size: int, task: Task) -> np.ndarray:
+    """`task.window_outputs` (softmax probabilities, hinge scores or values) of the
     eval-mode model over `images`, in batches of `batch_size` (the last one zero-padded, so
     one shape is compiled)."""
-    forward = jax.jit(lambda v, x: loss.window_outputs(model.apply(v, x, train=False)))
+    forward = jax.jit(lambda v, x: task.window_outputs(model.apply(v, x, train=False)))
     variables = jax.device_put(variables)
     results = []
     with progress_bar(len(images), "predicting", "window") as bar:
@@ -123,20 +123,20 @@ def window_outputs(model: Any, variables: dict[str, Any], images: np.ndarray,
     return np.concatenate(results)
 
 
-def _loss(extra: dict[str, Any]) -> Loss:
-    """The loss a checkpoint was trained with (runs saved before it was recorded trained
-    softmax cross-entropy)."""
-    return Loss(**extra.get("loss", {}))
+def _task(extra: dict[str, Any]) -> Task:
+    """The task of the loss a checkpoint's record names (with a regression's target
+    scaling)."""
+    return task_for(Loss(**extra["loss"]))
 
 
 def load_best(config: Any, workdir: Path, input_shape: tuple[int, ...]
-              ) -> tuple[Any, dict[str, Any], list[str], int, Loss]:
+              ) -> tuple[Any, dict[str, Any], list[str], int, Task]:
     """The model, the variables of the run's best readable checkpoint, its class names, its
-    step and its loss. The class count and the loss (with a regression's target scaling)
+    step and its task. The class count and the loss (with a regression's target scaling)
     come from the checkpoint, so no training data is read."""
     def model_for(extra: dict[str, Any]) -> Any:
         return get_model(config.model,
-                         num_classes=_loss(extra).num_outputs(len(extra["class_names"])))
+                         num_classes=_task(extra).num_outputs(len(extra["class_names"])))
 
     missing = DataError(f"{workdir / 'checkpoints'} holds no checkpoint: train first with "
                         f"--mode=train --workdir={workdir}.")
@@ -155,7 +155,7 @@ def load_best(config: Any, workdir: Path, input_shape: tuple[int, ...]
         raise missing
     variables, extra, step = found
     return (model_for(extra), variables, [str(name) for name in extra["class_names"]], step,
-            _loss(extra))
+            _task(extra))
 
 
 def predict(config: Any, workdir: str | Path, inputs: str | Sequence[str],
@@ -170,9 +170,8 @@ def predict(config: Any, workdir: str | Path, inputs: str | Sequence[str],
     workdir = Path(workdir)
     paths = input_files(inputs)
     image = image_settings(config, mel_settings(config))
-    model, variables, class_names, step, loss = load_best(
+    model, variables, class_names, step, task = load_best(
         config, workdir, (*image.image_size, image.channels))
-    task = task_for(loss)
 
     specs, errors = read_spectrograms(paths, config)
     images, owner = [], []
@@ -185,7 +184,7 @@ def predict(config: Any, workdir: str | Path, inputs: str | Sequence[str],
             for path, error in zip(paths, errors)]
     if images:
         outputs = window_outputs(model, variables, np.stack(images), config.eval_batch_size,
-                                 loss)
+                                 task)
         owner = np.asarray(owner)
         for i in np.unique(owner):
             mean = outputs[owner == i].mean(axis=0)

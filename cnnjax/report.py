@@ -22,6 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from numpy.typing import ArrayLike
 
+from cnnjax.metrics import FOLD_METRICS, REGRESSION_METRICS
+
 # Above this many classes, per-cell counts are unreadable and slow to draw, so
 # the confusion matrix plot shows colour only.
 MAX_ANNOTATED_CLASSES = 30
@@ -346,3 +348,41 @@ def top_errors(file_names: Sequence[str], targets: ArrayLike, predictions: Array
     order = np.argsort(-np.abs(errors), kind="stable")[:k]
     return [{"file": str(file_names[i]), "actual": float(true[i]),
              "predicted": float(predicted[i]), "error": float(errors[i])} for i in order]
+
+
+def _cv_title(summary: dict[str, Any]) -> str:
+    kind = "patient-grouped" if summary["grouped"] else "stratified"
+    return f"{summary['num_folds']}-fold {kind} cross-validation (mean ± std over folds)"
+
+
+def cv_markdown(summary: dict[str, Any], *, model: str = "cnnjax", title: str = "") -> str:
+    """A `metrics.summarize_folds` summary (with `num_folds` and `grouped`) as a Markdown
+    table (mean +- std over folds); `model` heads the column of `summary`'s own numbers,
+    `title` replaces the k-fold heading."""
+    lines = [title or _cv_title(summary), "",
+             f"| metric | {model} | always '{summary['baseline']['answer']}' |", "|---|---|---|"]
+    for metric in FOLD_METRICS:
+        ours, base = summary["metrics"][metric], summary["baseline"][metric]
+        lines.append(f"| {metric.replace('_', ' ')} | {ours['mean']:.3f} ± {ours['std']:.3f} "
+                     f"| {base['mean']:.3f} ± {base['std']:.3f} |")
+    for name, recall in summary["recall"].items():
+        lines.append(f"| recall {name} | {recall['mean']:.3f} ± {recall['std']:.3f} | "
+                     f"{1.0 if name == summary['baseline']['answer'] else 0.0:.3f} |")
+    pooled = summary["pooled"]
+    lines += ["", f"Pooled over folds ({pooled['num_examples']} recordings): accuracy "
+              f"{pooled['accuracy']:.3f}, balanced accuracy {pooled['balanced_accuracy']:.3f}, "
+              f"macro-F1 {pooled['macro_f1']:.3f}.", ""]
+    return "\n".join(lines)
+
+
+def cv_regression_markdown(summary: dict[str, Any]) -> str:
+    """A `metrics.summarize_regression_folds` summary as a Markdown table (mean +- std over
+    folds)."""
+    lines = [_cv_title(summary), "",
+             "| metric | cnnjax | always the training mean |", "|---|---|---|"]
+    for metric, name in zip(REGRESSION_METRICS, ("MAE", "RMSE", "R²")):
+        ours, base = summary["metrics"][metric], summary["baseline"][metric]
+        lines.append(f"| {name} | {ours['mean']:.3f} ± {ours['std']:.3f} "
+                     f"| {base['mean']:.3f} ± {base['std']:.3f} |")
+    lines += ["", f"{summary['num_examples']} recordings, each validated once.", ""]
+    return "\n".join(lines)

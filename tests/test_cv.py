@@ -6,8 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from cnnjax.cv import summarize
-from cnnjax.metrics import classification_report
+from cnnjax.metrics import classification_report, summarize_folds
 from readback import assert_confusion_png
 from test_cli import TINY, run_main
 
@@ -17,7 +16,7 @@ NAMES = ["extrastole", "murmur", "normal"]
 def test_summary_is_the_folds_mean_std_pooled_and_majority_baseline():
     folds = [classification_report(np.array(c), NAMES) for c in (
         [[1, 1, 0], [0, 2, 1], [0, 1, 4]], [[2, 0, 0], [1, 1, 1], [1, 0, 5]])]
-    summary = summarize(folds)
+    summary = summarize_folds(folds)
     assert summary["metrics"]["accuracy"]["folds"] == [7 / 10, 8 / 11]
     assert summary["metrics"]["accuracy"]["mean"] == pytest.approx((7 / 10 + 8 / 11) / 2)
     assert summary["metrics"]["accuracy"]["std"] == pytest.approx(abs(7 / 10 - 8 / 11) / 2)

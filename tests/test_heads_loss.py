@@ -8,12 +8,14 @@ import numpy as np
 import optax
 import pytest
 
+from cnnjax.config import validate_config
 from cnnjax.errors import ConfigError, DataError
 from cnnjax.models import FastaiHead, SimpleCNN, get_model, norm_paths, resnet18
 from cnnjax.models.layers import TorchBatchNorm
 from cnnjax.train.state import create_train_state
 from cnnjax.train.steps import (Loss, balanced_class_weights, cross_entropy_loss,
                                 jit_train_step)
+from experiments import heartbeat_synthetic
 
 torch = pytest.importorskip("torch")
 
@@ -263,9 +265,11 @@ def test_weighted_mixup_loss_mixes_torch_terms(logits_case, smoothing):
 
 def test_loss_is_hashable_and_checks_its_fields():
     assert hash(Loss(0.1, [1, 2])) == hash(Loss(0.1, (1.0, 2.0)))
+    config = heartbeat_synthetic.get_config()
+    config.loss.label_smoothing = 1.5
     with pytest.raises(ConfigError, match="label_smoothing"):
-        Loss(label_smoothing=1.5)
-    with pytest.raises(ConfigError, match="2 entries for 5 classes"):
+        validate_config(config)
+    with pytest.raises(ValueError, match="2 entries for 5 classes"):
         Loss(class_weights=(1.0, 2.0))(jnp.zeros((1, 5)), jnp.zeros((1,), jnp.int32))
 
 

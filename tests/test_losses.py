@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from cnnjax.config import validate_config
 from cnnjax.data.datasets import SpectrogramDatasets
 from cnnjax.data.pipeline import AugmentSettings, ImageSettings, SpectrogramSource, eval_batches
 from cnnjax.errors import ConfigError, DataError
@@ -17,6 +18,8 @@ from cnnjax.train.losses import LOSSES, REGRESSION_LOSSES, Loss, multi_margin_lo
 from cnnjax.train.recipe import make_loss
 from cnnjax.train.state import create_train_state
 from cnnjax.train.steps import train_step
+from cnnjax.train.tasks import task_for
+from experiments import heartbeat_synthetic
 
 torch = pytest.importorskip("torch")
 
@@ -66,11 +69,12 @@ def test_binary_cross_entropy_is_stable_and_reads_as_two_classes():
     grads = jax.grad(lambda z: loss(z, labels))(z)
     assert np.all(np.isfinite(grads))
     sigmoid = 1 / (1 + np.exp(-3.0))
-    np.testing.assert_allclose(loss.window_outputs(z)[2], [1 - sigmoid, sigmoid], rtol=1e-6)
+    task = task_for(loss)
+    np.testing.assert_allclose(task.window_outputs(z)[2], [1 - sigmoid, sigmoid], rtol=1e-6)
     np.testing.assert_array_equal(loss.predictions(z), [0, 0, 1, 1])
-    assert loss.num_outputs(2) == 1
+    assert task.num_outputs(2) == 1
     with pytest.raises(ConfigError, match="exactly 2 classes"):
-        loss.num_outputs(3)
+        task.num_outputs(3)
 
 
 @pytest.mark.parametrize("weights", [None, WEIGHTS])
@@ -125,24 +129,31 @@ def test_gradients_are_finite_for_every_loss(name):
     regression = name in REGRESSION_LOSSES
     loss = Loss(name=name, target_mean=80.0, target_std=10.0) if regression else Loss(name=name)
     classes = 2 if name == "binary_cross_entropy" else 3
-    outputs = jnp.asarray(RNG.normal(size=(8, loss.num_outputs(classes))) * 50, jnp.float32)
+    outputs = jnp.asarray(RNG.normal(size=(8, task_for(loss).num_outputs(classes))) * 50, jnp.float32)
     targets = RNG.normal(80, 10, size=8).astype(np.float32) if regression else \
         RNG.integers(0, classes, size=8).astype(np.int32)
     value, grads = jax.value_and_grad(lambda o: loss(o, jnp.asarray(targets)))(outputs)
     assert np.isfinite(float(value)) and np.all(np.isfinite(grads)) and np.any(grads != 0)
 
 
+def checked(**loss_fields):
+    """Runs the config gate on the default experiment with `loss_fields` in config.loss."""
+    config = heartbeat_synthetic.get_config()
+    config.loss.update(loss_fields)
+    validate_config(config)
+
+
 def test_settings_that_do_not_apply_are_config_errors():
     with pytest.raises(ConfigError, match="'softmax'"):
-        Loss(name="softmax")
+        checked(name="softmax")
     with pytest.raises(ConfigError, match="regresses"):
-        Loss(0.1, name="mse")
+        checked(name="mse", label_smoothing=0.1)
     with pytest.raises(ConfigError, match="regresses"):
-        Loss(class_weights=(1.0, 2.0), name="huber")
+        checked(name="huber", class_weights="1,2")
     with pytest.raises(ConfigError, match="'hinge'"):
-        Loss(0.1, name="hinge")
+        checked(name="hinge", label_smoothing=0.1)
     with pytest.raises(ConfigError, match="huber_delta"):
-        Loss(name="huber", huber_delta=0.0)
+        checked(name="huber", huber_delta=0.0)
     assert hash(Loss(name="huber", target_mean=70.0)) == hash(Loss(name="huber",
                                                                    target_mean=70.0))
 
@@ -169,10 +180,6 @@ def test_make_loss_scales_regression_by_the_training_targets_and_needs_them():
     mixup.augment.mixup_alpha = 0.4
     with pytest.raises(ConfigError, match="mixup_alpha"):
         make_loss(mixup, labels, 1, np.ones(4))
-    # Configs written before config.loss.name existed train softmax cross-entropy.
-    old = loss_config()
-    del old.loss["name"]
-    assert make_loss(old, labels, 1) == Loss()
 
 
 @pytest.mark.parametrize("name", ["mse", "binary_cross_entropy"])
@@ -203,17 +210,17 @@ def test_micro_batches_give_the_whole_batchs_step(name):
 
 
 def test_recording_losses_judge_the_averaged_window_outputs():
-    bce = Loss(name="binary_cross_entropy")
+    bce = task_for(Loss(name="binary_cross_entropy"))
     averaged = np.array([[0.2, 0.8], [0.9, 0.1]])
     np.testing.assert_allclose(bce.recording_losses(averaged, np.array([1, 1])),
                                [-np.log(0.8), -np.log(0.1)])
-    hinge = Loss(name="hinge")
+    hinge = task_for(Loss(name="hinge"))
     scores = np.array([[2.0, 1.5, -1.0]])
     np.testing.assert_allclose(hinge.recording_losses(scores, np.array([0])),
                                [(0.5 + 0.0) / 3], rtol=1e-6)
     np.testing.assert_allclose(hinge.probabilities(scores).sum(), 1.0)
     assert hinge.probabilities(scores).argmax() == 0
-    mae = Loss(name="mae")
+    mae = task_for(Loss(name="mae"))
     np.testing.assert_allclose(mae.recording_losses(np.array([[70.0], [82.0]]),
                                                     np.array([72.0, 80.0])), [2.0, 2.0])
 
@@ -232,7 +239,7 @@ def test_a_sigmoid_classifier_is_evaluated_as_two_classes():
         return {"logits": (batch["image"].mean(axis=(1, 2, 3)) + 40.0)[:, None] / 5,
                 "mask": batch["mask"]}
 
-    evaluation = evaluate(None, datasets, outputs, Loss(name="binary_cross_entropy"))
+    evaluation = evaluate(None, datasets, outputs, task_for(Loss(name="binary_cross_entropy")))
     expected = []
     for r in range(3):
         z = np.concatenate([outputs(None, b)["logits"][b["mask"] & (b["record"] == r)]

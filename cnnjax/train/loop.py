@@ -28,7 +28,7 @@ from cnnjax.evaluation import restore_best
 from cnnjax.parallel import DataParallel, check_batch_sizes, prefetch_to_devices
 from cnnjax.progress import progress_bar
 from cnnjax.tensorboard import SummaryWriter
-from cnnjax.train.losses import Loss, loss_name
+from cnnjax.train.losses import Loss
 from cnnjax.train.lr_find import LrFindResult, lr_find, plot_lr_find
 from cnnjax.train.phases import Phase, phase_of_epoch, training_phases
 from cnnjax.train.preemption import StopRequests
@@ -36,7 +36,7 @@ from cnnjax.train.recipe import make_loss, phase_setup
 from cnnjax.train.resume import check_classes, check_resumable, config_changes
 from cnnjax.train.state import TrainState, create_train_state
 from cnnjax.train.steps import jit_eval_step
-from cnnjax.train.tasks import Evaluation, Task, record_keys, task_for
+from cnnjax.train.tasks import Classification, Evaluation, Task, task_for, task_kind
 from cnnjax.train.warm_start import initial_state
 
 METRICS_FILE = "metrics.jsonl"
@@ -63,15 +63,14 @@ def _eval_on_one_device(state: TrainState, batch: dict[str, Any], loss: Loss
 
 def evaluate(state: TrainState, datasets: Datasets,
              eval_batch: Callable[[TrainState, Any], dict[str, np.ndarray]] | None = None,
-             loss: Loss = Loss()) -> Evaluation:
-    """Per validation recording, in validation order: `loss.window_outputs` (softmax
+             task: Task = Classification()) -> Evaluation:
+    """Per validation recording, in validation order: `task.window_outputs` (softmax
     probabilities, hinge scores or predicted values) averaged over its windows
     (`config.data.eval_windows`); the mean over recordings of their loss (the negative
     log-likelihood of the averaged probabilities for the cross-entropies), and the confusion
     matrix of a classifier. `eval_batch` runs `eval_step` on one batch and returns numpy
     (`DataParallel.evaluate_batch` for a state on several devices; one device by default)."""
-    eval_batch = eval_batch or functools.partial(_eval_on_one_device, loss=loss)
-    task = task_for(loss)
+    eval_batch = eval_batch or functools.partial(_eval_on_one_device, loss=task.loss)
     count = len(datasets.val)
     sums = np.zeros((count, task.window_width(len(datasets.class_names))), np.float64)
     windows = np.zeros(count, np.int64)
@@ -80,7 +79,7 @@ def evaluate(state: TrainState, datasets: Datasets,
             out = eval_batch(state, batch)
             mask = np.asarray(out["mask"])
             records = batch["record"][mask]
-            np.add.at(sums, records, np.asarray(loss.window_outputs(
+            np.add.at(sums, records, np.asarray(task.window_outputs(
                 np.asarray(out["logits"][mask], np.float32)), np.float64))
             np.add.at(windows, records, 1)
             if records.size:  # windows come in recording order: those before are done
@@ -100,10 +99,7 @@ class Progress:
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any]) -> Progress:
-        fields = {k: extra[k] for k in cls.__dataclass_fields__ if k in extra}
-        if "sums" not in extra:  # saved when only the loss and accuracy were summed
-            fields["sums"] = {"loss": extra["loss_sum"], "accuracy": extra["accuracy_sum"]}
-        return cls(**fields)
+        return cls(**{k: extra[k] for k in cls.__dataclass_fields__ if k in extra})
 
     def means(self) -> dict[str, float]:
         """The step metrics' means over the steps of `epoch` so far."""
@@ -177,7 +173,7 @@ class Run:
 
     @property
     def num_outputs(self) -> int:
-        return self.loss.num_outputs(len(self.datasets.class_names))
+        return self.task.num_outputs(len(self.datasets.class_names))
 
     def enter(self, config: Any, state: TrainState, epoch: int) -> TrainState:
         """`state` with the model and optimizer of `epoch`'s phase (unchanged within one)."""
@@ -221,8 +217,8 @@ def _setup(config: Any, saved: dict[str, Any] | None = None) -> tuple[Run, Train
 def _check_best_metric(config: Any) -> None:
     """The best checkpoint's metric must be one the run's task records, or no save could
     rank; checked before any data is read."""
-    name = loss_name(config)
-    metric, keys = config.checkpoint.best_metric, record_keys(task_for(Loss(name=name)))
+    name = config.loss.name
+    metric, keys = config.checkpoint.best_metric, task_kind(name).record_keys()
     if metric and metric not in keys:
         raise ConfigError(f"config.checkpoint.best_metric={metric!r} is not recorded when "
                           f"config.loss.name={name!r}; choose one of {list(keys)} (with "
@@ -422,7 +418,7 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                     if save_now:
                         save()
                 bar.set_description(f"epoch {epoch}/{config.num_epochs} evaluating")
-                evaluation = evaluate(state, datasets, parallel.evaluate_batch, run.loss)
+                evaluation = evaluate(state, datasets, parallel.evaluate_batch, run.task)
                 bar.set_description(f"epoch {epoch}/{config.num_epochs}", refresh=False)
                 record = {
                     "epoch": epoch, "step": step,
@@ -446,7 +442,7 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
         checkpoints.wait()
         checkpoints.close()
     if evaluation is None:  # everything was done already: evaluate the restored state
-        evaluation = evaluate(state, datasets, parallel.evaluate_batch, run.loss)
+        evaluation = evaluate(state, datasets, parallel.evaluate_batch, run.task)
     report = _final_report(workdir, run, evaluation,
                            title=f"Validation after {config.num_epochs} epochs")
     if _is_chief():
@@ -478,7 +474,7 @@ def evaluate_checkpoint(config: Any, workdir: str | Path) -> dict[str, Any]:
         raise DataError(f"{workdir / 'checkpoints'} holds no checkpoint: train first with "
                         f"--mode=train --workdir={workdir}.")
     state, _, step = restored
-    return _final_report(workdir, run, evaluate(state, run.datasets, loss=run.loss),
+    return _final_report(workdir, run, evaluate(state, run.datasets, task=run.task),
                          title=f"Validation, checkpoint at step {step}")
 
 

@@ -1,5 +1,6 @@
 """The losses a run can train with (`config.loss.name`) and what each makes of the model's
-outputs. The name also fixes the task: the first three classify, the last three regress.
+outputs. The name also fixes the task (see `tasks.py`): the first three classify, the last
+three regress.
 
     softmax_cross_entropy  C outputs (logits); torch.nn.CrossEntropyLoss
     binary_cross_entropy   1 output z for 2 classes, class 1 the positive one, p = sigmoid(z);
@@ -8,32 +9,30 @@ outputs. The name also fixes the task: the first three classify, the last three 
                            torch.nn.MultiMarginLoss (p=1, margin=1)
     mse, mae, huber        1 output; torch.nn.MSELoss, L1Loss, HuberLoss(delta)
 
-`Loss` is hashable (a static argument of the jitted steps) and splits the batch loss into
-per-example numerators and denominators, so a batch cut into micro-batches or spread over
-devices can divide every part by the whole batch's denominator and add (see `train_step`).
+`Loss` is the jittable part only: hashable (a static argument of the jitted steps), it splits
+the batch loss into per-example numerators and denominators, so a batch cut into
+micro-batches or spread over devices can divide every part by the whole batch's denominator
+and add (see `train_step`). What happens on the host (averaging over windows, per-recording
+losses, reports) is the task's. The config gate checks the settings a user gives; `Loss`
+only refuses what would compute nonsense.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cnnjax.errors import ConfigError, DataError
+from cnnjax.errors import DataError
 
 DEFAULT_LOSS = "softmax_cross_entropy"
 CLASSIFICATION_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy", "hinge")
 REGRESSION_LOSSES = ("mse", "mae", "huber")
 LOSSES = CLASSIFICATION_LOSSES + REGRESSION_LOSSES
-
-
-def loss_name(config: Any) -> str:
-    """`config.loss.name`; configs written before it existed trained softmax cross-entropy."""
-    return str(config.loss.get("name", DEFAULT_LOSS))
 
 
 def cross_entropy_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -92,19 +91,7 @@ class Loss:
 
     def __post_init__(self) -> None:
         if self.name not in LOSSES:
-            raise ConfigError(f"config.loss.name={self.name!r} is not valid; choose one of "
-                              f"{list(LOSSES)}.")
-        if not 0.0 <= self.label_smoothing <= 1.0:
-            raise ConfigError(f"label_smoothing={self.label_smoothing!r} must lie in [0, 1].")
-        if self.regression and (self.label_smoothing or self.class_weights is not None):
-            raise ConfigError(f"config.loss.name={self.name!r} regresses: label smoothing and "
-                              f"class weights are for classification; set "
-                              f"config.loss.label_smoothing=0 and class_weights='none'.")
-        if self.name == "hinge" and self.label_smoothing:
-            raise ConfigError("config.loss.label_smoothing is for the cross-entropy losses, "
-                              "not 'hinge'; set it to 0.")
-        if not self.huber_delta > 0:
-            raise ConfigError(f"config.loss.huber_delta={self.huber_delta!r} must be positive.")
+            raise ValueError(f"name={self.name!r} is not one of {LOSSES}.")
         if not self.target_std > 0:
             raise ValueError(f"target_std={self.target_std!r} must be positive.")
         if self.class_weights is not None:  # a list from a config would not hash
@@ -119,13 +106,6 @@ class Loss:
     def target_key(self) -> str:
         """The batch entry the loss compares the outputs with."""
         return "target" if self.regression else "label"
-
-    def num_outputs(self, num_classes: int) -> int:
-        """How many units the model's output layer needs for the data's classes."""
-        if self.name == "binary_cross_entropy" and num_classes != 2:
-            raise ConfigError(f"config.loss.name='binary_cross_entropy' needs exactly 2 classes "
-                              f"(the second one positive); the data has {num_classes}.")
-        return 1 if self.regression or self.name == "binary_cross_entropy" else num_classes
 
     def class_scores(self, outputs: jax.Array) -> jax.Array:
         """[B, C] float32 scores whose argmax is the predicted class and whose softmax is
@@ -202,7 +182,7 @@ class Loss:
         weights = None
         if self.class_weights is not None:
             if len(self.class_weights) != scores.shape[-1]:
-                raise ConfigError(f"class_weights has {len(self.class_weights)} entries for "
+                raise ValueError(f"class_weights has {len(self.class_weights)} entries for "
                                   f"{scores.shape[-1]} classes.")
             weights = jnp.asarray(self.class_weights, jnp.float32)
             numerator = weights[targets] * numerator
@@ -224,34 +204,6 @@ class Loss:
         errors = self.values(outputs) - targets
         return {"mae": jnp.abs(errors).sum(), "mse": jnp.square(errors).sum(),
                 "target": targets.sum(), "target_squared": jnp.square(targets).sum()}
-
-    def window_outputs(self, outputs: jax.Array) -> jax.Array:
-        """What evaluation averages over a recording's windows: class probabilities, the
-        hinge's scores, or the predicted value ([B, 1])."""
-        if self.regression:
-            return self.values(outputs)[:, None]
-        scores = self.class_scores(outputs)
-        return scores if self.name == "hinge" else jax.nn.softmax(scores, -1)
-
-    def probabilities(self, averaged: np.ndarray) -> np.ndarray:
-        """Class probabilities from averaged `window_outputs`; for the hinge, whose scores
-        are not probabilities, their softmax (its argmax is the hinge's prediction)."""
-        if self.name != "hinge":
-            return averaged
-        return np.asarray(jax.nn.softmax(jnp.asarray(averaged, jnp.float32), -1), np.float64)
-
-    def recording_losses(self, averaged: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """The loss of each recording judged on its averaged `window_outputs`: the negative
-        log of the true class's averaged probability (at least 1e-12), the hinge of the
-        averaged scores, or the regression loss of the averaged value."""
-        if self.regression:
-            return np.asarray(self.regression_term(jnp.asarray(averaged[:, 0], jnp.float32),
-                                                   targets))
-        if self.name == "hinge":
-            return np.asarray(multi_margin_loss(jnp.asarray(averaged, jnp.float32),
-                                                jnp.asarray(targets)))
-        true = np.clip(averaged[np.arange(len(targets)), targets], 1e-12, None)
-        return -np.log(true)
 
 
 def balanced_class_weights(labels: Sequence[int] | np.ndarray,

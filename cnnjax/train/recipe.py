@@ -15,7 +15,7 @@ import optax
 from cnnjax.errors import ConfigError, DataError
 from cnnjax.models.norms import norm_paths
 from cnnjax.models.registry import get_model
-from cnnjax.train.losses import REGRESSION_LOSSES, Loss, balanced_class_weights, loss_name
+from cnnjax.train.losses import REGRESSION_LOSSES, Loss, balanced_class_weights
 from cnnjax.train.optim import make_optimizer
 from cnnjax.train.param_groups import (frozen_mask, matches, param_paths,
                                        unmatched_patterns)
@@ -30,7 +30,7 @@ def make_loss(config: Any, train_labels: np.ndarray, num_classes: int,
     (n / (k * n_c) over the training labels) or explicit numbers in class order, and
     `huber_delta`. A regression loss scales the model's output by the training targets'
     mean and standard deviation (see `Loss`), so the data must carry targets."""
-    name = loss_name(config)
+    name = config.loss.name
     scaling: dict[str, float] = {}
     if name in REGRESSION_LOSSES:
         if train_targets is None:
@@ -56,7 +56,7 @@ def make_loss(config: Any, train_labels: np.ndarray, num_classes: int,
             raise ConfigError(f"config.loss.class_weights={spec!r} must be 'none', 'balanced' "
                               f"or {num_classes} positive comma-separated numbers.")
     return Loss(label_smoothing=float(config.loss.label_smoothing), class_weights=weights,
-                name=name, huber_delta=float(config.loss.get("huber_delta", 1.0)),
+                name=name, huber_delta=float(config.loss.huber_delta),
                 **scaling)
 
 
@@ -97,7 +97,7 @@ def phase_setup(config: Any, phase: Phase, num_outputs: int, input_shape: tuple[
                 steps_per_epoch: int, norm_axis_name: str | None = None) -> PhaseSetup:
     """The model and optimizer of `phase`; the optimizer state's structure is the same for
     every phase, so a run carries it from one to the next. The model has `num_outputs` output
-    units (`Loss.num_outputs`) and computes in `config.dtype`; `norm_axis_name` is the pmap
+    units (`Task.num_outputs`) and computes in `config.dtype`; `norm_axis_name` is the pmap
     axis its BatchNorm averages over."""
     if config.freeze_norm not in FREEZE_NORM_MODES:
         raise ConfigError(f"config.freeze_norm={config.freeze_norm!r} is not valid; choose "

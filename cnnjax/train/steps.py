@@ -99,7 +99,7 @@ def eval_step(state: TrainState, batch: Batch, loss: Loss = Loss()) -> Metrics:
     """BatchNorm in eval mode (running averages). Returns the per-example `loss` (without
     class weights or smoothing), `prediction` (class or value), the model's raw outputs as
     `logits`, and `mask`, so the caller can sum over masked examples, build a confusion
-    matrix or average `loss.window_outputs` over a recording's windows."""
+    matrix or average the task's `window_outputs` over a recording's windows."""
     logits = state.apply_fn(state.variables, batch["image"], train=False)
     mask = batch.get("mask", jnp.ones(batch["image"].shape[:1], bool))
     return {"loss": loss.per_example(logits, batch[loss.target_key]),

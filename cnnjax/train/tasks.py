@@ -1,51 +1,111 @@
-"""Classification or regression, as `config.loss.name` makes it: what an epoch records, what
-the validation report holds and which files it is written to, and what a prediction row
-says. The loop, evaluation and prediction ask the run's task instead of branching on the
-kind; the jitted side (model outputs, loss, step metrics) is the `Loss`'s."""
+"""Classification or regression, as `config.loss.name` makes it (`task_kind`, the one place a
+loss name picks a kind): how many outputs the model needs, what evaluation averages over a
+recording's windows and what it makes of the averages (probabilities, values, losses per
+recording), what an epoch records, what the validation report holds and which files it is
+written to, what a prediction row says and what cross-validation summarizes. The loop,
+evaluation, prediction and cv ask the run's task instead of branching on the kind; the
+jitted side (the loss, the step metrics) is the `Loss`'s."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, ClassVar, NamedTuple, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from cnnjax import report as reporting
 from cnnjax.data.datasets import Datasets
-from cnnjax.metrics import classification_report, confusion_matrix, r_squared, regression_report
-from cnnjax.train.losses import Loss
+from cnnjax.errors import ConfigError
+from cnnjax.metrics import (classification_report, confusion_matrix, r_squared,
+                            regression_report, summarize_folds, summarize_regression_folds)
+from cnnjax.train.losses import REGRESSION_LOSSES, Loss, multi_margin_loss
 
 PREDICTION_PLOT = "predicted_vs_true.png"
 TOP_LOSSES_FILE = "top_losses.csv"
 
 
 class Evaluation(NamedTuple):
-    """The validation recordings, each judged on its `Loss.window_outputs` averaged over
-    its windows."""
-    loss: float  # the mean over recordings of `Loss.recording_losses`
+    """The validation recordings, each judged on its `window_outputs` averaged over its
+    windows."""
+    loss: float  # the mean over recordings of `recording_losses`
     confusion: np.ndarray | None  # classification: [C, C] (rows true); regression: None
     outputs: np.ndarray  # per recording: class probabilities [N, C], or predicted values [N]
 
 
+class _Task:
+    """What both kinds share: the record keys and the validation record."""
+    loss: Loss
+    train_metrics: ClassVar[tuple[str, ...]]
+    val_metrics: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def record_keys(cls) -> tuple[str, ...]:
+        """The numbers an epoch's record holds, any of which can pick the best checkpoint."""
+        return ("learning_rate", "train_loss", *(f"train_{m}" for m in cls.train_metrics),
+                "val_loss", *(f"val_{m}" for m in cls.val_metrics))
+
+    def val_record(self, report: dict[str, Any]) -> dict[str, float]:
+        return {f"val_{name}": report[name] for name in self.val_metrics}
+
+
 @dataclass(frozen=True)
-class Classification:
+class Classification(_Task):
     """Accuracy during training; accuracy, balanced accuracy, macro-F1, per-class metrics
     and the confusion matrix in validation."""
-    loss: Loss
-    train_metrics = ("accuracy",)
-    val_metrics = ("accuracy", "error_rate", "balanced_accuracy", "macro_f1")
-    curves = reporting.CLASSIFICATION_CURVES
+    loss: Loss = Loss()
+    train_metrics: ClassVar = ("accuracy",)
+    val_metrics: ClassVar = ("accuracy", "error_rate", "balanced_accuracy", "macro_f1")
+    curves: ClassVar = reporting.CLASSIFICATION_CURVES
+
+    @property
+    def _hinge(self) -> bool:
+        """The hinge's scores are margins, not logits: evaluation averages the scores."""
+        return self.loss.name == "hinge"
+
+    def num_outputs(self, num_classes: int) -> int:
+        """How many units the model's output layer needs for the data's classes."""
+        if self.loss.name != "binary_cross_entropy":
+            return num_classes
+        if num_classes != 2:
+            raise ConfigError(f"config.loss.name='binary_cross_entropy' needs exactly 2 classes "
+                              f"(the second one positive); the data has {num_classes}.")
+        return 1
 
     def window_width(self, num_classes: int) -> int:
         return num_classes
 
+    def window_outputs(self, outputs: jax.Array) -> jax.Array:
+        """What evaluation averages over a recording's windows: class probabilities, or the
+        hinge's scores."""
+        scores = self.loss.class_scores(outputs)
+        return scores if self._hinge else jax.nn.softmax(scores, -1)
+
+    def probabilities(self, averaged: np.ndarray) -> np.ndarray:
+        """Class probabilities from averaged `window_outputs`; for the hinge, whose scores
+        are not probabilities, their softmax (its argmax is the hinge's prediction)."""
+        if not self._hinge:
+            return averaged
+        return np.asarray(jax.nn.softmax(jnp.asarray(averaged, jnp.float32), -1), np.float64)
+
+    def recording_losses(self, averaged: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The loss of each recording judged on its averaged `window_outputs`: the negative
+        log of the true class's averaged probability (at least 1e-12), or the hinge of the
+        averaged scores."""
+        if self._hinge:
+            return np.asarray(multi_margin_loss(jnp.asarray(averaged, jnp.float32),
+                                                jnp.asarray(labels)))
+        true = np.clip(averaged[np.arange(len(labels)), labels], 1e-12, None)
+        return -np.log(true)
+
     def evaluation(self, averaged: np.ndarray, datasets: Datasets) -> Evaluation:
         labels = datasets.val.labels
-        probabilities = self.loss.probabilities(averaged)
+        probabilities = self.probabilities(averaged)
         confusion = confusion_matrix(labels, probabilities.argmax(-1), len(datasets.class_names))
-        return Evaluation(float(self.loss.recording_losses(averaged, labels).mean()),
+        return Evaluation(float(self.recording_losses(averaged, labels).mean()),
                           confusion, probabilities.astype(np.float32))
 
     def train_record(self, means: dict[str, float]) -> dict[str, float]:
@@ -53,9 +113,6 @@ class Classification:
 
     def report(self, evaluation: Evaluation, datasets: Datasets) -> dict[str, Any]:
         return classification_report(evaluation.confusion, datasets.class_names)
-
-    def val_record(self, report: dict[str, Any]) -> dict[str, float]:
-        return {f"val_{name}": report[name] for name in self.val_metrics}
 
     def epoch_line(self, record: dict[str, Any]) -> str:
         return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} acc "
@@ -80,26 +137,55 @@ class Classification:
     def prediction_fields(self, averaged: np.ndarray, class_names: Sequence[str]
                           ) -> dict[str, Any]:
         """One recording's row: the predicted class and each class's probability."""
-        probabilities = self.loss.probabilities(averaged[None])[0]
+        probabilities = self.probabilities(averaged[None])[0]
         return {"predicted": class_names[int(probabilities.argmax())],
                 **{name: float(p) for name, p in zip(class_names, probabilities)}}
 
+    @staticmethod
+    def summarize_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
+        return summarize_folds(folds)
+
+    @staticmethod
+    def write_cv_report(workdir: Path, summary: dict[str, Any]) -> str:
+        """`cv_report.md` and `cv_confusion_matrix.png` (pooled over folds); returns the
+        Markdown."""
+        text = reporting.cv_markdown(summary)
+        (workdir / "cv_report.md").write_text(text)
+        reporting.plot_confusion_matrix(
+            summary["pooled"]["confusion_matrix"], summary["class_names"],
+            workdir / "cv_confusion_matrix.png",
+            title=f"{summary['num_folds']}-fold cross-validation, pooled")
+        return text
+
 
 @dataclass(frozen=True)
-class Regression:
+class Regression(_Task):
     """MAE, RMSE and R² in training and validation, each beside the baseline that always
     predicts the training targets' mean."""
     loss: Loss
-    train_metrics = ("mae", "rmse", "r2")
-    val_metrics = ("mae", "rmse", "r2")
-    curves = reporting.REGRESSION_CURVES
+    train_metrics: ClassVar = ("mae", "rmse", "r2")
+    val_metrics: ClassVar = ("mae", "rmse", "r2")
+    curves: ClassVar = reporting.REGRESSION_CURVES
+
+    def num_outputs(self, num_classes: int) -> int:
+        return 1
 
     def window_width(self, num_classes: int) -> int:
         return 1
 
+    def window_outputs(self, outputs: jax.Array) -> jax.Array:
+        """What evaluation averages over a recording's windows: the predicted value
+        ([B, 1])."""
+        return self.loss.values(outputs)[:, None]
+
+    def recording_losses(self, averaged: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """The regression loss of each recording's averaged value."""
+        return np.asarray(self.loss.regression_term(jnp.asarray(averaged[:, 0], jnp.float32),
+                                                    targets))
+
     def evaluation(self, averaged: np.ndarray, datasets: Datasets) -> Evaluation:
         targets = datasets.val.targets
-        return Evaluation(float(self.loss.recording_losses(averaged, targets).mean()), None,
+        return Evaluation(float(self.recording_losses(averaged, targets).mean()), None,
                           averaged[:, 0].astype(np.float32))
 
     def train_record(self, means: dict[str, float]) -> dict[str, float]:
@@ -117,9 +203,6 @@ class Regression:
         return {**regression_report(targets, evaluation.outputs),
                 "baseline": {"prediction": mean,
                              **{name: baseline[name] for name in self.val_metrics}}}
-
-    def val_record(self, report: dict[str, Any]) -> dict[str, float]:
-        return {f"val_{name}": report[name] for name in self.val_metrics}
 
     def epoch_line(self, record: dict[str, Any]) -> str:
         return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} mae "
@@ -148,15 +231,27 @@ class Regression:
         """One recording's row: its predicted value."""
         return {"predicted": float(averaged[0])}
 
+    @staticmethod
+    def summarize_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
+        return summarize_regression_folds(folds)
+
+    @staticmethod
+    def write_cv_report(workdir: Path, summary: dict[str, Any]) -> str:
+        """`cv_report.md` (no confusion matrix to draw); returns the Markdown."""
+        text = reporting.cv_regression_markdown(summary)
+        (workdir / "cv_report.md").write_text(text)
+        return text
+
 
 Task = Classification | Regression
 
 
+def task_kind(loss_name: str) -> type[Classification] | type[Regression]:
+    """The kind of target a loss trains for; its class-level parts (`record_keys`, the cv
+    summary) need no trained loss."""
+    return Regression if loss_name in REGRESSION_LOSSES else Classification
+
+
 def task_for(loss: Loss) -> Task:
-    return Regression(loss) if loss.regression else Classification(loss)
-
-
-def record_keys(task: Task) -> tuple[str, ...]:
-    """The numbers an epoch's record holds, any of which can pick the best checkpoint."""
-    return ("learning_rate", "train_loss", *(f"train_{m}" for m in task.train_metrics),
-            "val_loss", *(f"val_{m}" for m in task.val_metrics))
+    """The task of a run trained with `loss`."""
+    return task_kind(loss.name)(loss)
