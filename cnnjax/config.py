@@ -128,10 +128,11 @@ def _plain(value: Any) -> Any:
 def _check_loss(config: Any) -> None:
     loss = config.loss
     regression = loss.name in REGRESSION_LOSSES
+    weights = _class_weights(loss.class_weights)
     if not 0.0 <= loss.label_smoothing <= 1.0:
         raise ConfigError(f"config.loss.label_smoothing={loss.label_smoothing!r} must lie in "
                           f"[0, 1].")
-    if regression and (loss.label_smoothing or _class_weights(loss.class_weights) is not None):
+    if regression and (loss.label_smoothing or weights is not None):
         raise ConfigError(f"config.loss.name={loss.name!r} regresses: label smoothing and "
                           f"class weights are for classification; set "
                           f"config.loss.label_smoothing=0 and class_weights='none'.")

@@ -89,16 +89,17 @@ def _data(config: ml_collections.ConfigDict) -> None:
     config.data.workers = 0  # grain worker processes for the training pipeline; 0 = in process
     config.data.feature_workers = 0  # audio: threads computing uncached log-mels; 0 = one per core
     config.data.synthetic = ml_collections.ConfigDict()  # the synthetic heart sounds
+    # (class, how many recordings) pairs
     config.data.synthetic.num_per_class = (("normal", 160), ("murmur", 80), ("extrastole", 60))
     config.data.synthetic.sample_rate = 4000  # Hz, as PASCAL set_b
-    config.data.synthetic.seed = 0
+    config.data.synthetic.seed = 0  # the recordings' randomness
     config.data.synthetic_images = ml_collections.ConfigDict()  # the synthetic cats and dogs
-    config.data.synthetic_images.num_per_class = (("cat", 300), ("dog", 300))
+    config.data.synthetic_images.num_per_class = (("cat", 300), ("dog", 300))  # (class, count)
     config.data.synthetic_images.min_side = 100  # each image's height and width, in pixels:
     config.data.synthetic_images.max_side = 220  # 0 < min_side <= max_side
-    config.data.synthetic_images.seed = 0
+    config.data.synthetic_images.seed = 0  # the images' randomness
     config.data.val_fraction = 0.3  # stratified hold-out, in [0, 1)
-    config.data.split_seed = 0
+    config.data.split_seed = 0  # which recordings validate (hold-out and folds)
     config.data.grouped = False  # keep each group (patient) on one side of the split
     config.data.num_folds = 0  # >= 2: validate on fold `fold` of `num_folds` (stratified)
     config.data.fold = 0  # 0 <= fold < num_folds
@@ -129,14 +130,14 @@ def _augment(config: ml_collections.ConfigDict) -> None:
     config.augment.height_shift_range = 0.0  # fraction of the height
     config.augment.shear_range = 0.0  # degrees, as in Keras 2 and later (Keras 1: radians)
     config.augment.zoom_range = 0.0  # zoom drawn from [1 - z, 1 + z] per axis
-    config.augment.horizontal_flip = False
+    config.augment.horizontal_flip = False  # mirror half the images
 
 
 def _audio(config: ml_collections.ConfigDict) -> None:
     """The log-mel input of audio data (unused by images)."""
     config.audio = ml_collections.ConfigDict()
     config.audio.sample_rate = 4000  # Hz; recordings are resampled to it; > 0
-    config.audio.n_fft = 1024
+    config.audio.n_fft = 1024  # FFT window, in samples
     config.audio.hop_length = 125  # samples between frames; > 0
     config.audio.n_mels = 128  # > 0
     config.audio.fmin = 20.0  # Hz
