@@ -79,11 +79,11 @@ def initial_state(config: Any, state: TrainState, num_classes: int,
     if not source:
         return state, "starting from a random initialisation"
     if pretrained or Path(init_from).suffix in WEIGHT_FILE_SUFFIXES:
-        arch, features_at = config.model.name, config.model.get("features_at", "")
+        arch, features_at = config.model.name, config.model.features_at
         variables = load_torchvision(source, arch, num_classes=num_classes,
                                      in_channels=in_channels, seed=config.seed,
                                      features_at=features_at,
-                                     aux_logits=config.model.get("aux_logits", False))
+                                     aux_logits=config.model.aux_logits)
         said = f"starting from the weights {source}"
         if features_at:
             said += (f" up to {features_at} (not using "
