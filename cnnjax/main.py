@@ -1,4 +1,5 @@
-"""Command line: `python -m cnnjax.main --config=experiments/<name>.py [--config.<field>=value]`.
+"""Command line: `cnnjax --config=experiments/<name>.py [--config.<field>=value]` (or
+`python -m cnnjax.main ...`, or `./launch.sh ...` in the repo).
 
 Modes: `train` (default; resumes from the workdir's newest checkpoint), `eval` (evaluates
 the best checkpoint), `cv` (every fold of a k-fold split, then the cv reports), `lr_find`
@@ -111,6 +112,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     exit code 2. (config_flags reads the overrides while the flag is defined.)"""
     try:
         _define_flags()
+        _help_as_main()
         remaining = flags.FLAGS(argv)
         flags.FLAGS["config"].value.keys()  # loads the file now, to report a broken one here
         return remaining
@@ -118,6 +120,17 @@ def parse_flags(argv: list[str]) -> list[str]:
         _fail(_unknown_field(argv), 2)
     except (flags.Error, OSError) as error:
         _fail(" ".join(str(error).split()), 2)
+
+
+def _help_as_main() -> None:
+    """Under the `cnnjax` command the main module is pip's wrapper script, whose flags and
+    docstring absl's --help/--helpshort would show (none): it shows this module's instead."""
+    wrapper = sys.modules["__main__"]
+    if wrapper is sys.modules[__name__]:
+        return
+    wrapper.__doc__ = __doc__
+    for flag in flags.FLAGS.get_key_flags_for_module(__name__):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 def _predict_config(workdir: Path) -> Any:
