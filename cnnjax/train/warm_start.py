@@ -25,15 +25,12 @@ INPUT_FIELDS = ("audio.sample_rate", "audio.n_fft", "audio.hop_length", "audio.n
 
 
 def input_settings(config: Any) -> dict[str, Any]:
-    """The config's values of `INPUT_FIELDS` (those it has: image experiments have no audio),
-    as JSON would hold them."""
+    """The config's values of `INPUT_FIELDS`, as JSON would hold them."""
     settings = {}
     for field in INPUT_FIELDS:
-        node = config
-        for part in field.split("."):
-            node = node.get(part) if hasattr(node, "get") else None
-        if node is not None:
-            settings[field] = list(node) if isinstance(node, (tuple, list)) else node
+        section, name = field.split(".")
+        value = config[section][name]
+        settings[field] = list(value) if isinstance(value, (tuple, list)) else value
     return settings
 
 
