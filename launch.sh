@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # cnnjax launcher.
 #   ./launch.sh [absl flags...]        train/evaluate: python -m cnnjax.main with those flags
+#                                      (installed, the same is the `cnnjax` command)
 #   ./launch.sh test [pytest args...]  run the test suite
 # The interpreter is $CNNJAX_PYTHON, else `python3`. If it cannot import cnnjax, a virtual
 # environment is made in <repo>/.venv with `pip install -e .[$CNNJAX_EXTRAS]` (default `test`;

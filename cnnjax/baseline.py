@@ -12,7 +12,6 @@ summarises the validation sides as `--mode=cv` does: `baseline_report.json` and
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from cnnjax.data.datasets import (Recordings, load_recordings, recording_log_mel
                                   split_recordings)
 from cnnjax.data.image_datasets import IMAGE_SOURCES
 from cnnjax.errors import ConfigError
+from cnnjax.logs import logger
 from cnnjax.metrics import classification_report, confusion_matrix, summarize_folds
 from cnnjax.train.tasks import Regression, task_kind
 
@@ -32,10 +32,6 @@ FEATURES = ("per mel band: mean and standard deviation over time of the log-mel 
             "first difference along time (np.diff), 4 * n_mels numbers per recording")
 CLASSIFIER = ("StandardScaler + LogisticRegression(class_weight='balanced', C=1.0, "
               "max_iter=2000), fitted on each training side")
-
-
-def _log(message: str) -> None:
-    print(f"cnnjax: {message}", file=sys.stderr, flush=True)
 
 
 def recording_features(log_mel: np.ndarray) -> np.ndarray:
@@ -154,5 +150,5 @@ def run_baseline(config: Any, workdir: str | Path) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     reporting.write_json(workdir / "baseline_report.json", report)
     (workdir / "baseline_report.md").write_text(text)
-    _log(f"{line}. Wrote {workdir / 'baseline_report.json'} and .md")
+    logger.info(f"{line}. Wrote {workdir / 'baseline_report.json'} and .md")
     return report

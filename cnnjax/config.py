@@ -1,4 +1,6 @@
-"""Checks of an experiment config that fail early with one sentence naming the field."""
+"""The one validation gate of an experiment config: `validate_config` runs before any data is
+read and stops at the first field outside its valid values, in one sentence that names the
+field and its valid values. The fields themselves are documented in cnnjax/configs/base.py."""
 
 from __future__ import annotations
 
@@ -6,17 +8,19 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from cnnjax.configs import base
 from cnnjax.data.datasets import FRONTENDS, SOURCES
 from cnnjax.data.image_datasets import IMAGE_SOURCES
 from cnnjax.data.image_pipeline import IMAGE_NORMALIZATIONS
 from cnnjax.data.pascal import SUBSETS
 from cnnjax.data.pipeline import EVAL_WINDOWS, NORMALIZATIONS
 from cnnjax.errors import ConfigError
-from cnnjax.models.registry import MODELS
+from cnnjax.models.registry import MODELS, model_fields
 from cnnjax.parallel import PARALLEL_MODES
 from cnnjax.train.losses import LOSSES, REGRESSION_LOSSES
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
-from cnnjax.train.recipe import COMPUTE_DTYPES
+from cnnjax.train.recipe import COMPUTE_DTYPES, FREEZE_NORM_MODES
+from cnnjax.train.tasks import task_kind
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "data.name": (*SOURCES, *IMAGE_SOURCES),
@@ -30,10 +34,12 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "parallel": PARALLEL_MODES,
     "data.eval_windows": EVAL_WINDOWS,
     "dtype": tuple(COMPUTE_DTYPES),
+    "freeze_norm": FREEZE_NORM_MODES,
+    "loss.name": LOSSES,
 }
 POSITIVE = ("num_epochs", "batch_size", "eval_batch_size", "grad_accum_steps",
-            "log_every_steps", "optimizer.learning_rate",
-            "audio.sample_rate", "audio.hop_length", "audio.n_mels", "data.crop_seconds")
+            "log_every_steps", "optimizer.learning_rate", "loss.huber_delta")
+AUDIO_POSITIVE = ("audio.sample_rate", "audio.hop_length", "audio.n_mels", "data.crop_seconds")
 FRACTIONS = ("data.val_fraction", "optimizer.warmup_fraction")
 # Tuples of positive whole numbers, and how many each must hold (None: any number).
 # ml_collections checks only that an override is a tuple: `--config.data.image_size=32`
@@ -56,12 +62,16 @@ def validate_config(config: Any) -> None:
             raise ConfigError(f"config.{field}={value!r} is not valid; choose one of "
                               f"{list(choices)}.")
     images = config.data.name in IMAGE_SOURCES
-    normalizations = IMAGE_NORMALIZATIONS if images else NORMALIZATIONS
-    if config.data.normalization not in normalizations:
-        raise ConfigError(f"config.data.normalization={config.data.normalization!r} is not "
-                          f"valid for {'images' if images else 'spectrograms'}; choose one of "
-                          f"{list(normalizations)}.")
-    for field in POSITIVE:
+    _check_numbers(config, POSITIVE if images else POSITIVE + AUDIO_POSITIVE)
+    _check_normalization(config.data.normalization, images)
+    _check_model(config)
+    _check_loss(config)
+    _check_phases(config)
+    _check_best_metric(config)
+
+
+def _check_numbers(config: Any, positive: tuple[str, ...]) -> None:
+    for field in positive:
         if not lookup(config, field) > 0:
             raise ConfigError(f"config.{field}={lookup(config, field)!r} must be positive.")
     for field in FRACTIONS:
@@ -69,42 +79,110 @@ def validate_config(config: Any) -> None:
         if not 0 <= value < 1:
             raise ConfigError(f"config.{field}={value!r} must lie in [0, 1).")
     for field, length in WHOLE_NUMBER_TUPLES.items():
-        section, name = field.split(".")
-        value = config[section].get(name)
-        if value is not None and not _whole_numbers(value, length):
+        value = lookup(config, field)
+        if not _whole_numbers(value, length):
             shown = tuple(value) if isinstance(value, list) else value  # JSON gives lists
             example = "(128,128)" if length == 2 else "(32,64)"
             raise ConfigError(f"config.{field}={shown!r} must be "
                               f"{'two' if length == 2 else 'a tuple of'} positive whole "
                               f"numbers, e.g. --config.{field}='{example}'.")
-    _check_loss(config.loss)
-    if config.model.get("in_channels", config.data.channels) != config.data.channels:
+
+
+def _whole_numbers(value: Any, length: int | None) -> bool:
+    return (isinstance(value, (tuple, list)) and (length is None or len(value) == length)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
+
+
+def _check_normalization(normalization: str, images: bool) -> None:
+    normalizations = IMAGE_NORMALIZATIONS if images else NORMALIZATIONS
+    if normalization not in normalizations:
+        raise ConfigError(f"config.data.normalization={normalization!r} is not valid for "
+                          f"{'images' if images else 'spectrograms'}; choose one of "
+                          f"{list(normalizations)}.")
+
+
+def _check_model(config: Any) -> None:
+    """The model gets the fields it takes; a field it does not take must keep the base
+    config's value, so that switching models works and a setting never goes unused."""
+    defaults = base.get_config().model
+    name = config.model.name
+    taken = model_fields(name) & set(defaults)  # the config fields it takes
+    for field, value in config.model.items():
+        if field in ("name", *taken) or field not in defaults:
+            continue
+        if _plain(value) != _plain(defaults[field]):
+            raise ConfigError(f"config.model.{field}={_plain(value)!r} is not a field of model "
+                              f"{name!r}; its fields are {sorted(taken)}: leave "
+                              f"config.model.{field} at {_plain(defaults[field])!r} or choose "
+                              f"a model that takes it.")
+    if config.model.in_channels != config.data.channels:
         raise ConfigError(f"config.model.in_channels={config.model.in_channels} differs from "
                           f"config.data.channels={config.data.channels}; make them equal.")
 
 
-def _check_loss(loss: Any) -> None:
-    """The loss's name, and smoothing only where it applies, before any data."""
-    if loss.name not in LOSSES:
-        raise ConfigError(f"config.loss.name={loss.name!r} is not valid; choose one of "
-                          f"{list(LOSSES)}.")
+def _plain(value: Any) -> Any:
+    """Tuples for lists (a config read back from JSON holds lists)."""
+    return tuple(_plain(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _check_loss(config: Any) -> None:
+    loss = config.loss
+    regression = loss.name in REGRESSION_LOSSES
+    weights = _class_weights(loss.class_weights)
     if not 0.0 <= loss.label_smoothing <= 1.0:
-        raise ConfigError(f"label_smoothing={loss.label_smoothing!r} must lie in [0, 1].")
-    weighted = str(loss.class_weights).strip() not in ("", "none")
-    if loss.name in REGRESSION_LOSSES and (loss.label_smoothing or weighted):
+        raise ConfigError(f"config.loss.label_smoothing={loss.label_smoothing!r} must lie in "
+                          f"[0, 1].")
+    if regression and (loss.label_smoothing or weights is not None):
         raise ConfigError(f"config.loss.name={loss.name!r} regresses: label smoothing and "
                           f"class weights are for classification; set "
                           f"config.loss.label_smoothing=0 and class_weights='none'.")
     if loss.name == "hinge" and loss.label_smoothing:
         raise ConfigError("config.loss.label_smoothing is for the cross-entropy losses, "
                           "not 'hinge'; set it to 0.")
-    if not loss.huber_delta > 0:
-        raise ConfigError(f"config.loss.huber_delta={loss.huber_delta!r} must be positive.")
+    if regression and config.augment.mixup_alpha > 0:
+        raise ConfigError(f"config.augment.mixup_alpha mixes class labels; set it to 0 for "
+                          f"the regression loss {loss.name!r}.")
 
 
-def _whole_numbers(value: Any, length: int | None) -> bool:
-    return (isinstance(value, (tuple, list)) and (length is None or len(value) == length)
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
+def _class_weights(spec: Any) -> str | tuple[float, ...] | None:
+    """`config.loss.class_weights` read: None for 'none', 'balanced', or the numbers; the
+    count is checked where the classes are known (`make_loss`)."""
+    text = str(spec).strip()
+    if text in ("", "none"):
+        return None
+    if text == "balanced":
+        return text
+    try:
+        weights = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        weights = ()
+    if not weights or min(weights) <= 0:
+        raise ConfigError(f"config.loss.class_weights={text!r} must be 'none', 'balanced' or "
+                          f"positive comma-separated numbers, one per class.")
+    return weights
+
+
+def _check_phases(config: Any) -> None:
+    unfreeze_after = int(config.fine_tune.unfreeze_after)
+    if unfreeze_after <= 0:
+        return
+    if unfreeze_after >= config.num_epochs:
+        raise ConfigError(f"config.fine_tune.unfreeze_after={unfreeze_after} leaves no epoch "
+                          f"unfrozen of config.num_epochs={config.num_epochs}.")
+    if not tuple(config.freeze):
+        raise ConfigError("config.fine_tune.unfreeze_after needs config.freeze to name what "
+                          "is frozen before (e.g. ('body',)).")
+
+
+def _check_best_metric(config: Any) -> None:
+    """The best checkpoint's metric must be one the run's task records, or no save could
+    rank."""
+    name = config.loss.name
+    metric, keys = config.checkpoint.best_metric, task_kind(name).record_keys()
+    if metric and metric not in keys:
+        raise ConfigError(f"config.checkpoint.best_metric={metric!r} is not recorded when "
+                          f"config.loss.name={name!r}; choose one of {list(keys)} (with "
+                          f"config.checkpoint.best_mode='min' for losses and errors).")
 
 
 def sibling_config(config_file: str, name: str) -> Any:

@@ -28,7 +28,7 @@ def export_weights(config: Any, workdir: str | Path, out: str | Path) -> Path:
     if arch not in LAYOUTS:
         raise ConfigError(f"--mode=export writes the networks that config.init.pretrained "
                           f"loads ({', '.join(LAYOUTS)}), not {arch!r}.")
-    if config.model.get("features_at", ""):
+    if config.model.features_at:
         raise ConfigError(f"--mode=export needs the whole network; this run's model is cut "
                           f"at {config.model.features_at!r}.")
     workdir = Path(workdir)

@@ -1,4 +1,5 @@
-"""Command line: `python -m cnnjax.main --config=experiments/<name>.py [--config.<field>=value]`.
+"""Command line: `cnnjax --config=experiments/<name>.py [--config.<field>=value]` (or
+`python -m cnnjax.main ...`, or `./launch.sh ...` in the repo).
 
 Modes: `train` (default; resumes from the workdir's newest checkpoint), `eval` (evaluates
 the best checkpoint), `cv` (every fold of a k-fold split, then the cv reports), `lr_find`
@@ -10,6 +11,10 @@ new run from) and `baseline` (log-mel statistics + logistic regression on the ex
 own split or folds, into <workdir>/baseline_report.json/.md; needs scikit-learn). predict
 and export use the config the run saved unless --config names one; `--config.<field>`
 overrides apply to it.
+Without --config it runs the default experiment, the packaged base config
+(cnnjax/configs/base.py; experiments/heartbeat_synthetic.py is its launch file), so the
+`cnnjax` command works from any folder after `pip install .`. Messages go through cnnjax's
+logger (cnnjax/logs.py): --log_level sets cnnjax's own, absl's --verbosity the libraries'.
 Mistakes a user can make end in one line on stderr: exit code 2 for a bad flag, config file
 or config value, 1 for missing or malformed data or a workdir that cannot be written.
 """
@@ -27,8 +32,10 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from cnnjax.errors import WRITE_FIXES, CnnjaxError, ConfigError
+from cnnjax.logs import LEVELS, logger, set_log_level
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "heartbeat_synthetic.py"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "base.py"
+DEFAULT_EXPERIMENT = "heartbeat_synthetic"  # the default config's name: runs/<it> by default
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -53,6 +60,8 @@ def _define_flags() -> None:
                       "weights to --export.out for config.init.pretrained; baseline: log-mel "
                       "statistics + logistic regression on the same split or folds, into "
                       "<workdir>/baseline_report.json/.md.")
+    flags.DEFINE_enum("log_level", "info", list(LEVELS), "cnnjax's own messages from this "
+                      "level up; the libraries' follow --verbosity (default: warnings only).")
     flags.DEFINE_string("coordinator_address", "", "Several processes: host:port of process "
                         "0 (else JAX_COORDINATOR_ADDRESS, or found under SLURM, Open MPI and "
                         "TPU pods).")
@@ -103,6 +112,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     exit code 2. (config_flags reads the overrides while the flag is defined.)"""
     try:
         _define_flags()
+        _help_as_main()
         remaining = flags.FLAGS(argv)
         flags.FLAGS["config"].value.keys()  # loads the file now, to report a broken one here
         return remaining
@@ -110,6 +120,17 @@ def parse_flags(argv: list[str]) -> list[str]:
         _fail(_unknown_field(argv), 2)
     except (flags.Error, OSError) as error:
         _fail(" ".join(str(error).split()), 2)
+
+
+def _help_as_main() -> None:
+    """Under the `cnnjax` command the main module is pip's wrapper script, whose flags and
+    docstring absl's --help/--helpshort would show (none): it shows this module's instead."""
+    wrapper = sys.modules["__main__"]
+    if wrapper is sys.modules[__name__]:
+        return
+    wrapper.__doc__ = __doc__
+    for flag in flags.FLAGS.get_key_flags_for_module(__name__):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 def _predict_config(workdir: Path) -> Any:
@@ -137,10 +158,12 @@ def _predict_config(workdir: Path) -> Any:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; flags look like --name=value.", 2)
+    set_log_level(flags.FLAGS.log_level)
     if not flags.FLAGS["verbosity"].present:
         # Library INFO logs (orbax writes a dozen lines per checkpoint) drown the progress
         # bar; --verbosity=0 brings them back.
         logging.set_verbosity(logging.WARNING)
+    from cnnjax.config import validate_config
     from cnnjax.parallel import initialize_distributed
     from cnnjax.train.loop import evaluate_checkpoint, find_learning_rate, train_and_evaluate
 
@@ -150,9 +173,10 @@ def main(argv: list[str]) -> None:
     except ConfigError as error:
         _fail(str(error), 2)
     config = flags.FLAGS["config"].value
-    workdir = flags.FLAGS.workdir or Path("runs") / Path(
-        config_flags.get_config_filename(flags.FLAGS["config"])).stem
+    workdir = flags.FLAGS.workdir or Path("runs") / _config_name()
     try:
+        if flags.FLAGS.mode not in ("predict", "export"):  # those read the run's saved config
+            validate_config(config)
         if flags.FLAGS.mode == "train":
             train_and_evaluate(config, workdir)
         elif flags.FLAGS.mode == "eval":
@@ -184,6 +208,12 @@ def main(argv: list[str]) -> None:
         if message is None:
             raise
         _fail(message, 1)
+
+
+def _config_name() -> str:
+    if not flags.FLAGS["config"].present:
+        return DEFAULT_EXPERIMENT
+    return Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem
 
 
 def _unwritable(error: OSError, workdir: Path) -> str | None:
@@ -220,8 +250,8 @@ def _run_export(workdir: Path) -> None:
 
     out = flags.FLAGS["export.out"].value or str(workdir / "weights.safetensors")
     path = export_weights(_predict_config(workdir), workdir, out)
-    print(f"cnnjax: wrote the best weights of {workdir} to {path}; start a run from them "
-          f"with --config.init.pretrained={path}", file=sys.stderr, flush=True)
+    logger.info(f"wrote the best weights of {workdir} to {path}; start a run from them with "
+                f"--config.init.pretrained={path}")
 
 
 def run() -> None:

@@ -29,43 +29,22 @@ accuracy 0.95, 16 min 30 s wall including writing and building the synthetic set
 
 import ml_collections
 
-from cnnjax.config import sibling_config
+from cnnjax.configs import base
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = sibling_config(__file__, "heartbeat_synthetic")
+    config = base.get_config()
     config.num_epochs = 15
     config.batch_size = 32
     config.eval_batch_size = 64
 
     config.data.name = "synthetic_images"  # | 'image_folder' (manual_dir) | 'tfds_cats_vs_dogs'
-    config.data.manual_dir = ""  # image_folder: one sub-folder of images per class
-    config.data.classes = ()  # image_folder: fixed class list (folder names); () = every folder
-    config.data.synthetic_images = ml_collections.ConfigDict()
-    config.data.synthetic_images.num_per_class = (("cat", 300), ("dog", 300))
-    config.data.synthetic_images.min_side = 100  # each image's height and width, in pixels
-    config.data.synthetic_images.max_side = 220
-    config.data.synthetic_images.seed = 0
     config.data.val_fraction = 0.25
     config.data.image_size = (150, 150)  # every image is resized to this once, when built
     config.data.channels = 3
     config.data.normalization = "rescale"  # x / 255 | 'imagenet' (mean/std, for pretrained)
 
-    # Keras ImageDataGenerator's geometric augmentations; 0 / False = off.
-    config.augment.width_shift_range = 0.0  # fraction of the width
-    config.augment.height_shift_range = 0.0  # fraction of the height
-    config.augment.shear_range = 0.0  # degrees, as in Keras 2 and later (Keras 1: radians)
-    config.augment.zoom_range = 0.0  # zoom drawn from [1 - z, 1 + z] per axis
-    config.augment.horizontal_flip = False
-
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "simple_cnn"
-    config.model.widths = (32, 64, 128)
-    config.model.pool = "max"
-    config.model.head_pool = "flatten"
-    config.model.dense = (128, 512)
-    config.model.batch_norm = False
-    config.model.dropout = 0.0
+    config.model.name = "simple_cnn"  # the base config's simple_cnn fields: the tutorial's
     config.model.in_channels = 3
 
     config.loss.name = "binary_cross_entropy"  # one sigmoid output, as in the tutorial

@@ -33,9 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.freeze_norm = "frozen"
     config.data.normalization = "imagenet"
 
-    config.model = ml_collections.ConfigDict()
     config.model.name = "inception_v3"
-    config.model.in_channels = 3
     config.model.features_at = "Mixed_6e"
     config.model.head = "dense"
     config.model.head_hidden = 1024

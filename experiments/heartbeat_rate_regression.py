@@ -22,11 +22,11 @@ beat) reached only MAE 9.9 in 10 epochs; ResNet-18 MAE 2.1 in 10 epochs but 3.5 
 
 import ml_collections
 
-from cnnjax.config import sibling_config
+from cnnjax.configs import base
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = sibling_config(__file__, "heartbeat_synthetic")
+    config = base.get_config()
     config.num_epochs = 20
     config.batch_size = 16
 
@@ -36,14 +36,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint.best_metric = "val_mae"
     config.checkpoint.best_mode = "min"
 
-    config.model = ml_collections.ConfigDict()
     config.model.name = "simple_cnn"
-    config.model.in_channels = 1
     # Five conv-pool blocks: a receptive field (~94 px, ~3 s) wide enough to see several beats.
     config.model.widths = (16, 32, 64, 64, 64)
-    config.model.pool = "max"
     config.model.head_pool = "gap"
     config.model.dense = (64,)
     config.model.batch_norm = True
-    config.model.dropout = 0.0
     return config

@@ -27,11 +27,11 @@ Result (2026-11-23, same machine, 3 min 34 s, last epoch, 138 recordings): balan
 
 import ml_collections
 
-from cnnjax.config import sibling_config
+from cnnjax.configs import base
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = sibling_config(__file__, "heartbeat_synthetic")
+    config = base.get_config()
     config.num_epochs = 10
     config.batch_size = 16
 

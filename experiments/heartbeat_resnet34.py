@@ -25,11 +25,11 @@ meant for ImageNet weights.
 
 import ml_collections
 
-from cnnjax.config import sibling_config
+from cnnjax.configs import base
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = sibling_config(__file__, "heartbeat_synthetic")
+    config = base.get_config()
     config.num_epochs = 5
     config.batch_size = 32
     config.init.pretrained = "torchvision:resnet34"

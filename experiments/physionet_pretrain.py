@@ -27,7 +27,7 @@ CV on the same input (`experiments/physionet_cv.py --mode=baseline`).
 
 import ml_collections
 
-from cnnjax.config import sibling_config
+from cnnjax.configs import base
 
 
 def heart_sound_features(config: ml_collections.ConfigDict) -> None:
@@ -44,7 +44,7 @@ def heart_sound_features(config: ml_collections.ConfigDict) -> None:
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = sibling_config(__file__, "heartbeat_synthetic")
+    config = base.get_config()
     heart_sound_features(config)
     config.num_epochs = 60  # chosen over 30 by this run's own PhysioNet validation score
     config.batch_size = 32

@@ -14,7 +14,6 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -257,7 +256,7 @@ def transfer(state_dict, tmp_path_factory):
     convert(state_dict, weights / converted_file_name("inception_v3"))
     config = get_config()
     config.init.pretrained = "torchvision:inception_v3"
-    config.model = ml_collections.ConfigDict(dict(
+    config.model.update(dict(
         name="inception_v3", in_channels=3, features_at="Mixed_6e", head="dense",
         head_hidden=16, head_dropout=(0.2,)))
     config.freeze = ("body",)

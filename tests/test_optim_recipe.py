@@ -9,6 +9,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from cnnjax.config import validate_config
+from cnnjax.configs import base
 from cnnjax.models import SimpleCNN, resnet18
 from cnnjax.train.optim import (group_multipliers, make_momentum_schedule, make_optimizer,
                                 make_schedule)
@@ -281,7 +283,9 @@ def test_fine_tune_matches_torch_adam_with_one_cycle(name):
 
 
 def test_unknown_optimizer_or_schedule_is_an_error():
+    config = base.get_config()  # the optimizer's name: the config's gate
+    config.optimizer.name = "sgd"
     with pytest.raises(ValueError, match="optimizer"):
-        make_optimizer(opt_config(name="sgd"), 10, random_tree(0))
+        validate_config(config)
     with pytest.raises(ValueError, match="schedule"):
         make_optimizer(opt_config(schedule="linear"), 10, random_tree(0))

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from cnnjax.config import validate_config
 from cnnjax.errors import ConfigError
 from cnnjax.train import create_train_state
 from cnnjax.train.lr_find import (LrFindResult, exponential_learning_rates, lr_find,
@@ -59,9 +60,9 @@ def test_fine_tune_phases_split_the_epochs_and_override_the_optimizer():
     assert frozen.optimizer.learning_rate == config.optimizer.learning_rate
     assert phase_of_epoch([frozen, unfrozen], 3) is unfrozen
     with pytest.raises(ConfigError, match="leaves no epoch"):
-        training_phases(recipe_config(freeze=("body",), fine_tune__unfreeze_after=5))
+        validate_config(recipe_config(freeze=("body",), fine_tune__unfreeze_after=5))
     with pytest.raises(ConfigError, match="needs config.freeze"):
-        training_phases(recipe_config(fine_tune__unfreeze_after=2))
+        validate_config(recipe_config(fine_tune__unfreeze_after=2))
 
 
 @pytest.mark.parametrize("mode", ["train", "frozen"])
@@ -114,9 +115,11 @@ def test_loss_from_config():
     explicit = make_loss(recipe_config(loss__class_weights="1, 2.5,4",
                                        loss__label_smoothing=0.1), labels, 3)
     assert explicit.class_weights == (1.0, 2.5, 4.0) and explicit.label_smoothing == 0.1
-    for bad in ("1,2", "1,0,2", "heavy"):
+    with pytest.raises(ConfigError, match="class_weights"):  # the count: the data knows
+        make_loss(recipe_config(loss__class_weights="1,2"), labels, 3)
+    for bad in ("1,0,2", "heavy"):  # the syntax: the config's gate
         with pytest.raises(ConfigError, match="class_weights"):
-            make_loss(recipe_config(loss__class_weights=bad), labels, 3)
+            validate_config(recipe_config(loss__class_weights=bad))
 
 
 def test_valley_suggestion_on_a_known_curve():

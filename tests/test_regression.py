@@ -24,7 +24,6 @@ from cnnjax.predict import predict
 from cnnjax.train.loop import evaluate, evaluate_checkpoint, train_and_evaluate
 from cnnjax.train.losses import Loss
 from cnnjax.train.tasks import task_for
-from cnnjax.train.resume import config_changes
 from experiments import heartbeat_rate_regression
 from readback import (CURVES_SIZE, POINT, SCATTER_SIZE, TRAIN, VALIDATION, count_colour,
                       read_csv, read_png)
@@ -138,15 +137,6 @@ def test_synthetic_heart_rates_vary_and_the_recordings_stay_as_they_were(tmp_pat
         np.testing.assert_allclose(written, expected, atol=1 / 32768)
 
 
-def test_runs_and_configs_saved_before_loss_kinds_resume_as_softmax_cross_entropy():
-    config = heartbeat_rate_regression.get_config()
-    config.loss.name = "softmax_cross_entropy"
-    saved = json.loads(config.to_json())
-    del saved["loss"]["name"]
-    assert "loss.name" not in config_changes(json.dumps(saved), config)
-    config.loss.name = "mse"
-    assert config_changes(json.dumps(saved), config)["loss.name"] == (
-        "softmax_cross_entropy", "mse")
 
 
 def tiny_config(root) -> ml_collections.ConfigDict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from cnnjax.data.pipeline import (AugmentSettings, EpochBatches, ImageSettings, 
                                   eval_batches, train_loader)
 from cnnjax.data.splits import split_indices
 from cnnjax.errors import ConfigError, DataError
+from cnnjax.logs import logger
 from cnnjax.progress import progress_bar
 
 
@@ -80,10 +80,6 @@ def data_root(data: Any) -> Path:
     return Path(data.data_dir).expanduser() if data.data_dir else default_data_root()
 
 
-def _log(message: str) -> None:
-    print(f"cnnjax: {message}", file=sys.stderr, flush=True)
-
-
 @dataclass
 class Recordings:
     """The labelled recordings of a built dataset, sorted by file name."""
@@ -111,7 +107,7 @@ class Recordings:
         return None if np.isnan(targets).any() else targets
 
 
-def load_recordings(data: Any, log: Callable[[str], None] = _log) -> Recordings:
+def load_recordings(data: Any, log: Callable[[str], None] = logger.info) -> Recordings:
     """Builds `data.name` once into the data directory (a changed source builds anew) and
     reads its labelled recordings (split `train`) back."""
     builder_class, index, builder_config = SOURCES[data.name](data)
@@ -228,7 +224,7 @@ def recording_log_mels(config: Any, recordings: Recordings) -> list[np.ndarray]:
                          else None,
                          {**dataclasses.asdict(mel), "frontend": config.audio.frontend})
     return spectrograms(recordings, mel, cache, config.audio.frontend,
-                        feature_workers(int(config.data.get("feature_workers", 0))))
+                        feature_workers(int(config.data.feature_workers)))
 
 
 def split_recordings(data: Any, recordings: Recordings, fold: int

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -30,13 +29,10 @@ from cnnjax.data.pipeline import EpochBatches
 from cnnjax.data.splits import split_indices
 from cnnjax.data.synthetic_images import SyntheticImageSettings, write_image_folder
 from cnnjax.errors import ConfigError, DataError
+from cnnjax.logs import logger
 
 CATS_VS_DOGS_ZIP = ("https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-"
                     "6DEBA77B919F/kagglecatsanddogs_5340.zip")
-
-
-def _log(message: str) -> None:
-    print(f"cnnjax: {message}", file=sys.stderr, flush=True)
 
 
 def _image_folder(data: Any, root: Path) -> Path:
@@ -47,10 +43,7 @@ def _image_folder(data: Any, root: Path) -> Path:
 
 
 def _synthetic(data: Any, root: Path) -> Path:
-    s = data.get("synthetic_images")
-    if s is None:
-        raise ConfigError("config.data.synthetic_images is missing: start from "
-                          "experiments/cats_vs_dogs_cnn.py, whose config has the image fields.")
+    s = data.synthetic_images
     if not 0 < s.min_side <= s.max_side:
         raise ConfigError(f"config.data.synthetic_images: min_side={s.min_side} and "
                           f"max_side={s.max_side} must satisfy 0 < min_side <= max_side.")
@@ -81,7 +74,8 @@ def _cats_vs_dogs(data: Any, root: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     records = builder.as_data_source(split="train",
                                      decoders={"image": tfds.decode.SkipDecoding()})
-    _log(f"writing TFDS' cats_vs_dogs ({len(records)} images) out as an image folder (once)")
+    logger.info(f"writing TFDS' cats_vs_dogs ({len(records)} images) out as an image folder "
+                f"(once)")
     for record in records:
         path = staging / names[int(record["label"])] / Path(
             record["image/filename"].decode()).name
@@ -114,7 +108,7 @@ class Images:
     summary: dict[str, Any]
 
 
-def load_images(data: Any, root: Path, log: Callable[[str], None] = _log) -> Images:
+def load_images(data: Any, root: Path, log: Callable[[str], None] = logger.info) -> Images:
     """Builds `data.name` at `data.image_size` once into `<root>/tfds` (a changed folder or
     size builds anew) and lists its records."""
     folder = IMAGE_SOURCES[data.name](data, root)
@@ -173,7 +167,7 @@ def get_image_datasets(config: Any, root: Path) -> ImageDatasets:
         return ImageSource(images.builder_dir, images.positions[indices],
                            images.labels[indices])
 
-    augment = ImageAugment(**{f.name: config.augment.get(f.name, f.default)
+    augment = ImageAugment(**{f.name: config.augment[f.name]
                               for f in dataclasses.fields(ImageAugment)})
     datasets = ImageDatasets(images.class_names, source(train_idx), source(val_idx),
                              [images.file_names[i] for i in val_idx],

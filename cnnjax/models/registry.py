@@ -1,4 +1,5 @@
-"""Model registry: `config.model.name` plus keyword fields -> a Flax module."""
+"""Model registry: `config.model.name` plus the keyword fields that model takes -> a Flax
+module."""
 
 from __future__ import annotations
 
@@ -22,30 +23,36 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def get_model(model_config: Mapping[str, Any], *, num_classes: int | None = None) -> nn.Module:
-    """Builds `model_config.name` with the other fields as keyword arguments.
+    """Builds `model_config.name` from the fields that model takes (`model_fields`), so one
+    config can hold the fields of every model and switch between them (the config's gate,
+    cnnjax.config.validate_config, checks that the others keep their base values).
 
-    `num_classes`, when given (the data knows it), overrides the config's value.
-    Unknown names or fields raise a ConfigError naming the valid choices. Lists become
-    tuples: a jitted step keys on the model, so its fields must hash.
+    `num_classes`, when given (the data knows it), overrides the config's value. A name or
+    field no model has raises a ConfigError naming the valid ones (research scripts call
+    this without the gate). Lists become tuples: a jitted step keys on the model, so its
+    fields must hash.
     """
-    fields = {key: tuple(value) if isinstance(value, list) else value
-              for key, value in dict(model_config).items()}
+    fields = dict(model_config)
     name = fields.pop("name")
     if name not in MODELS:
         raise ConfigError(f"config.model.name={name!r} is not a model; choose one of "
-                         f"{sorted(MODELS)}.")
+                          f"{sorted(MODELS)}.")
+    known = set().union(*map(model_fields, MODELS))
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ConfigError(f"config.model.{unknown[0]} is not a field of any model; model "
+                          f"{name!r} takes {sorted(model_fields(name))}.")
+    taken = model_fields(name)
+    fields = {key: tuple(value) if isinstance(value, list) else value
+              for key, value in fields.items() if key in taken}
     if num_classes is not None:
         fields["num_classes"] = num_classes
+    return MODELS[name](**fields)
+
+
+def model_fields(name: str) -> set[str]:
+    """The keyword fields model `name` takes."""
     constructor = MODELS[name]
-    accepted = _accepted_fields(constructor)
-    unknown = sorted(set(fields) - accepted)
-    if unknown:
-        raise ConfigError(f"config.model.{unknown[0]} is not a field of model {name!r}; its "
-                         f"fields are {sorted(accepted)}.")
-    return constructor(**fields)
-
-
-def _accepted_fields(constructor: Callable[..., nn.Module]) -> set[str]:
     if isinstance(constructor, type) and issubclass(constructor, nn.Module):
         return _module_fields(constructor)
     # The resnet constructors fix the architecture and pass every other field on to ResNet.

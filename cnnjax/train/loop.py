@@ -197,7 +197,6 @@ def _setup(config: Any, saved: dict[str, Any] | None = None) -> tuple[Run, Train
     and other classes before the model is built."""
     validate_config(config)
     check_batch_sizes(config.batch_size, config.eval_batch_size, config.grad_accum_steps)
-    _check_best_metric(config)
     if saved:
         check_resumable(config_changes(saved["config"], config))
     datasets = _datasets_one_process_first(config)
@@ -212,17 +211,6 @@ def _setup(config: Any, saved: dict[str, Any] | None = None) -> tuple[Run, Train
     state = create_train_state(setup.model, setup.tx, datasets.input_shape,
                                jax.random.PRNGKey(config.seed))
     return run, state
-
-
-def _check_best_metric(config: Any) -> None:
-    """The best checkpoint's metric must be one the run's task records, or no save could
-    rank; checked before any data is read."""
-    name = config.loss.name
-    metric, keys = config.checkpoint.best_metric, task_kind(name).record_keys()
-    if metric and metric not in keys:
-        raise ConfigError(f"config.checkpoint.best_metric={metric!r} is not recorded when "
-                          f"config.loss.name={name!r}; choose one of {list(keys)} (with "
-                          f"config.checkpoint.best_mode='min' for losses and errors).")
 
 
 def _datasets_one_process_first(config: Any) -> Datasets:

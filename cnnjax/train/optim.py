@@ -175,8 +175,6 @@ def make_optimizer(opt: Any, total_steps: int, params: Any, *, freeze: tuple[str
     (torch.optim.AdamW: `p -= group_lr * weight_decay * p`). Schedules count from
     `start_step`, the global step the optimizer state's counters will be at.
     """
-    if opt.name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {opt.name!r}; choose one of {OPTIMIZERS}.")
     schedule = make_schedule(opt, total_steps, start_step)
     if frozen is None:
         frozen = frozen_mask(params, freeze)

@@ -15,7 +15,6 @@ from typing import Any
 
 import ml_collections
 
-from cnnjax.errors import ConfigError
 
 FINE_TUNE_OVERRIDES = ("learning_rate", "lr_spread", "warmup_fraction", "div_factor")
 
@@ -34,16 +33,11 @@ class Phase:
 
 
 def training_phases(config: Any) -> list[Phase]:
+    """The run's phases from a config the gate (cnnjax.config.validate_config) passed."""
     unfreeze_after = int(config.fine_tune.unfreeze_after)
     freeze = tuple(config.freeze)
     if unfreeze_after <= 0:
         return [Phase("train", 1, config.num_epochs, freeze, config.optimizer)]
-    if unfreeze_after >= config.num_epochs:
-        raise ConfigError(f"config.fine_tune.unfreeze_after={unfreeze_after} leaves no epoch "
-                          f"unfrozen of config.num_epochs={config.num_epochs}.")
-    if not freeze:
-        raise ConfigError("config.fine_tune.unfreeze_after needs config.freeze to name what "
-                          "is frozen before (e.g. ('body',)).")
     unfrozen = ml_collections.ConfigDict(config.optimizer.to_dict())
     for field in FINE_TUNE_OVERRIDES:
         unfrozen[field] = config.fine_tune[field]

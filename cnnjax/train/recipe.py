@@ -38,21 +38,15 @@ def make_loss(config: Any, train_labels: np.ndarray, num_classes: int,
                             f"recording, but config.data.name={config.data.name!r} has none: "
                             f"give an audio_folder CSV a 'target' column, or use a "
                             f"classification loss.")
-        if config.augment.mixup_alpha > 0:
-            raise ConfigError(f"config.augment.mixup_alpha mixes class labels; set it to 0 for "
-                              f"the regression loss {name!r}.")
         scaling = _target_scaling(np.asarray(train_targets, np.float64))
     spec = str(config.loss.class_weights).strip()
     if spec in ("", "none"):
         weights = None
     elif spec == "balanced":
         weights = balanced_class_weights(train_labels, num_classes)
-    else:
-        try:
-            weights = tuple(float(w) for w in spec.split(","))
-        except ValueError:
-            weights = ()
-        if len(weights) != num_classes or min(weights) <= 0:
+    else:  # numbers, as the config's gate checked; how many only the data knows
+        weights = tuple(float(w) for w in spec.split(","))
+        if len(weights) != num_classes:
             raise ConfigError(f"config.loss.class_weights={spec!r} must be 'none', 'balanced' "
                               f"or {num_classes} positive comma-separated numbers.")
     return Loss(label_smoothing=float(config.loss.label_smoothing), class_weights=weights,
@@ -99,9 +93,6 @@ def phase_setup(config: Any, phase: Phase, num_outputs: int, input_shape: tuple[
     every phase, so a run carries it from one to the next. The model has `num_outputs` output
     units (`Task.num_outputs`) and computes in `config.dtype`; `norm_axis_name` is the pmap
     axis its BatchNorm averages over."""
-    if config.freeze_norm not in FREEZE_NORM_MODES:
-        raise ConfigError(f"config.freeze_norm={config.freeze_norm!r} is not valid; choose "
-                          f"one of {list(FREEZE_NORM_MODES)}.")
     fields = {**config.model.to_dict(), "dtype": COMPUTE_DTYPES[config.dtype],
               "norm_axis_name": norm_axis_name}
     plain = get_model(fields, num_classes=num_outputs)

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 from cnnjax.errors import ConfigError
-from cnnjax.train.losses import DEFAULT_LOSS
 from cnnjax.train.warm_start import INPUT_FIELDS
 
 # Changing these changes the parameters' shapes or meaning, the optimizer state's layout, the
@@ -18,8 +17,6 @@ SPLIT_FIELDS = ("data.val_fraction", "data.split_seed", "data.grouped", "data.nu
 STATE_FIELDS = ("model", "data.name", "data.subset", "data.manual_dir", "data.csv",
                 "data.synthetic", "data.synthetic_images", "data.classes", "optimizer.name",
                 "loss.name", *INPUT_FIELDS, *SPLIT_FIELDS)
-# Fields added after runs were saved: a config without one ran with this value.
-ADDED_FIELDS = {"loss.name": DEFAULT_LOSS}
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -33,7 +30,7 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_changes(saved_json: str, config: Any) -> dict[str, tuple[Any, Any]]:
     """`{field: (saved value, new value)}` for every field that differs."""
-    saved, current = ({**ADDED_FIELDS, **_flatten(json.loads(text))}
+    saved, current = (_flatten(json.loads(text))
                       for text in (saved_json, config.to_json()))
     return {field: (saved.get(field), current.get(field))
             for field in sorted(set(saved) | set(current))

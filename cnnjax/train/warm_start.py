@@ -25,15 +25,12 @@ INPUT_FIELDS = ("audio.sample_rate", "audio.n_fft", "audio.hop_length", "audio.n
 
 
 def input_settings(config: Any) -> dict[str, Any]:
-    """The config's values of `INPUT_FIELDS` (those it has: image experiments have no audio),
-    as JSON would hold them."""
+    """The config's values of `INPUT_FIELDS`, as JSON would hold them."""
     settings = {}
     for field in INPUT_FIELDS:
-        node = config
-        for part in field.split("."):
-            node = node.get(part) if hasattr(node, "get") else None
-        if node is not None:
-            settings[field] = list(node) if isinstance(node, (tuple, list)) else node
+        section, name = field.split(".")
+        value = config[section][name]
+        settings[field] = list(value) if isinstance(value, (tuple, list)) else value
     return settings
 
 
@@ -79,11 +76,11 @@ def initial_state(config: Any, state: TrainState, num_classes: int,
     if not source:
         return state, "starting from a random initialisation"
     if pretrained or Path(init_from).suffix in WEIGHT_FILE_SUFFIXES:
-        arch, features_at = config.model.name, config.model.get("features_at", "")
+        arch, features_at = config.model.name, config.model.features_at
         variables = load_torchvision(source, arch, num_classes=num_classes,
                                      in_channels=in_channels, seed=config.seed,
                                      features_at=features_at,
-                                     aux_logits=config.model.get("aux_logits", False))
+                                     aux_logits=config.model.aux_logits)
         said = f"starting from the weights {source}"
         if features_at:
             said += (f" up to {features_at} (not using "
