@@ -176,10 +176,10 @@ def test_make_loss_scales_regression_by_the_training_targets_and_needs_them():
     assert make_loss(loss_config(name="mse"), labels, 1, np.full(4, 7.0)).target_std == 1.0
     with pytest.raises(DataError, match="has none"):
         make_loss(loss_config(name="mse"), labels, 1, None)
-    mixup = loss_config(name="mae")
-    mixup.augment.mixup_alpha = 0.4
+    mixup = heartbeat_synthetic.get_config()
+    mixup.loss.name, mixup.augment.mixup_alpha = "mae", 0.4
     with pytest.raises(ConfigError, match="mixup_alpha"):
-        make_loss(mixup, labels, 1, np.ones(4))
+        validate_config(mixup)
 
 
 @pytest.mark.parametrize("name", ["mse", "binary_cross_entropy"])
