@@ -110,7 +110,8 @@ class Checkpoints:
         Ties go to the newer step; saves between epochs (no metrics) never count. The newest
         step when no best metric is configured or no checkpoint holds it; None when there
         are none. orbax does not open the checkpoints: a damaged one can be named here, and
-        the readers below pass over it to the newest readable one."""
+        the readers pass over it to the newest readable one, whatever part of it is damaged
+        (the JSON records are not ranked a second time to find the next best)."""
         best = self.manager.best_step() if self.best_metric else None
         if best is None or self.best_metric not in (self.manager.metrics(best) or {}):
             return self.latest_step()
