@@ -58,7 +58,7 @@ def main() -> None:
         checkpoints = managers["asynchronous"]
         for _ in range(args.repeats):
             started = time.perf_counter()
-            restored, _ = checkpoints.restore(state, checkpoints.latest_step())
+            restored, _, _ = checkpoints.restore_latest(state, warn=print)
             jax.block_until_ready(restored.params)
             restore_seconds.append(time.perf_counter() - started)
         for checkpoints in managers.values():

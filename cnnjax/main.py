@@ -163,10 +163,12 @@ def main(argv: list[str]) -> None:
         # Library INFO logs (orbax writes a dozen lines per checkpoint) drown the progress
         # bar; --verbosity=0 brings them back.
         logging.set_verbosity(logging.WARNING)
+    from cnnjax.checkpoint import install_log_filters
     from cnnjax.config import validate_config
     from cnnjax.parallel import initialize_distributed
     from cnnjax.train.loop import evaluate_checkpoint, find_learning_rate, train_and_evaluate
 
+    install_log_filters()
     try:
         initialize_distributed(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
                                flags.FLAGS.process_id)

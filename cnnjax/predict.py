@@ -38,7 +38,6 @@ from cnnjax.data.datasets import (Recordings, feature_workers, image_settings, m
 from cnnjax.data.feature_cache import FeatureCache
 from cnnjax.data.pipeline import EVAL_WINDOWS, window_images
 from cnnjax.errors import DataError
-from cnnjax.evaluation import abstract_variables, best_variables
 from cnnjax.models.registry import get_model
 from cnnjax.progress import progress_bar
 from cnnjax.train.losses import Loss
@@ -129,6 +128,15 @@ def _task(extra: dict[str, Any]) -> Task:
     return task_for(Loss(**extra["loss"]))
 
 
+def abstract_variables(model: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Shapes and dtypes of `model`'s params and batch_stats, without computing them: what
+    a checkpoint's variables must fit."""
+    dummy = jax.ShapeDtypeStruct((1, *input_shape), jax.numpy.float32)
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False),
+                            dummy)
+    return {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
+
+
 def load_best(config: Any, workdir: Path, input_shape: tuple[int, ...]
               ) -> tuple[Any, dict[str, Any], list[str], int, Task]:
     """The model, the variables of the run's best readable checkpoint, its class names, its
@@ -147,7 +155,7 @@ def load_best(config: Any, workdir: Path, input_shape: tuple[int, ...]
                               best_metric=c.best_metric, best_mode=c.best_mode,
                               asynchronous=False)
     try:
-        found = best_variables(checkpoints, lambda extra: abstract_variables(
+        found = checkpoints.best_variables(lambda extra: abstract_variables(
             model_for(extra), input_shape), warn=lambda m: _log(f"warning: {m}"))
     finally:
         checkpoints.close()

@@ -15,7 +15,8 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from cnnjax.checkpoint import CheckpointError, Checkpoints, load_weights
+from cnnjax.checkpoint import (CheckpointError, Checkpoints, install_log_filters,
+                               read_variables)
 from cnnjax.models import SimpleCNN
 from cnnjax.train import create_train_state
 from conftest import REPO
@@ -220,14 +221,40 @@ def test_init_from_loads_weights_only(tmp_path):
     checkpoints.wait()
     checkpoints.close()
     fresh = tiny_state(seed=2)
-    loaded = load_weights(tmp_path, fresh)
+    loaded = fresh.replace(**read_variables(tmp_path, fresh.variables))
     jax.tree.map(np.testing.assert_array_equal, loaded.params, source.params)
     assert int(loaded.step) == 0
     other = create_train_state(SimpleCNN(num_classes=3, widths=(4,), dense=(), in_channels=1,
                                          batch_norm=True), optax.adam(1e-3), (8, 8, 1),
                                jax.random.PRNGKey(0))
     with pytest.raises(CheckpointError, match="do not fit this model"):
-        load_weights(tmp_path, other)
+        read_variables(tmp_path, other.variables)
+    # The same checkpoint named by its checkpoints folder or its own folder; without
+    # shapes to fit, the variables as saved.
+    for path in (tmp_path / "checkpoints", tmp_path / "checkpoints" / "7"):
+        saved = read_variables(path)
+        jax.tree.map(np.testing.assert_array_equal, saved["params"], source.params)
+    with pytest.raises(CheckpointError, match="neither a workdir with checkpoints nor a "
+                                              "checkpoint"):
+        read_variables(tmp_path / "elsewhere", fresh.variables)
+
+
+def test_init_from_a_run_starts_from_its_weights_or_names_the_field(tmp_path):
+    from ml_collections import ConfigDict
+
+    from cnnjax.train.warm_start import initial_state
+
+    source = tiny_state(seed=1).replace(step=np.int32(7))
+    checkpoints = Checkpoints(tmp_path / "run" / "checkpoints")
+    checkpoints.save(source, {})
+    checkpoints.close()
+    config = ConfigDict({"init": {"pretrained": ""}, "init_from": str(tmp_path / "run")})
+    state, said = initial_state(config, tiny_state(seed=2), num_classes=2, in_channels=1)
+    jax.tree.map(np.testing.assert_array_equal, state.params, source.params)
+    assert int(state.step) == 0 and said.startswith("starting from the weights of the run")
+    config.init_from = str(tmp_path / "elsewhere")
+    with pytest.raises(CheckpointError, match="^config.init_from: .*elsewhere is neither"):
+        initial_state(config, tiny_state(seed=2), num_classes=2, in_channels=1)
 
 
 def test_failed_reads_left_unretrieved_are_not_logged_after_our_message(caplog):
@@ -236,9 +263,7 @@ def test_failed_reads_left_unretrieved_are_not_logged_after_our_message(caplog):
     import asyncio
     import gc
 
-    from cnnjax.checkpoint import _ignore_io_into_closed_loop
-
-    _ignore_io_into_closed_loop()
+    install_log_filters()
 
     def abandon(exception):
         loop = asyncio.new_event_loop()
@@ -254,3 +279,24 @@ def test_failed_reads_left_unretrieved_are_not_logged_after_our_message(caplog):
         abandon(ValueError("a failure of someone else's"))
         assert [r.getMessage().splitlines()[0] for r in caplog.records] == [
             "Future exception was never retrieved"]
+
+
+def test_log_filters_are_installed_by_the_program_not_by_the_library(tmp_path):
+    """Importing and using `cnnjax.checkpoint` changes no logger and no hook of the process;
+    `install_log_filters` (which `main` calls) installs each filter once however often it
+    is called."""
+    code = f"""
+import logging, sys
+from cnnjax.checkpoint import Checkpoints, install_log_filters
+hook = sys.unraisablehook
+Checkpoints({str(tmp_path)!r}).close()
+names = ("absl", "asyncio")
+print([len(logging.getLogger(n).filters) for n in names], sys.unraisablehook is hook)
+install_log_filters()
+install_log_filters()
+print([len(logging.getLogger(n).filters) for n in names], sys.unraisablehook is hook)
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[0, 0] True", "[2, 1] False"]

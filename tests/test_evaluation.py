@@ -10,9 +10,8 @@ import optax
 import pytest
 
 from cnnjax.checkpoint import CheckpointError, Checkpoints
-from cnnjax.evaluation import (abstract_variables, best_variables, restore_best,
-                               steps_best_first)
 from cnnjax.models import SimpleCNN
+from cnnjax.predict import abstract_variables
 from cnnjax.train import create_train_state
 
 INPUT_SHAPE = (8, 8, 1)
@@ -65,14 +64,14 @@ def test_best_step_is_read_back_by_a_fresh_manager(tmp_path):
     assert reopened(tmp_path).best_step() == 7  # no best metric: the newest
     assert reopened(tmp_path, best_metric="val_f1").best_step() == 7  # metric never logged
     assert reopened(tmp_path / "empty", best_metric="val_loss").best_step() is None
-    assert steps_best_first(reopened(tmp_path, best_metric="val_loss", best_mode="min")) \
+    assert reopened(tmp_path, best_metric="val_loss", best_mode="min").steps_best_first() \
         == [4, 7, 6, 3, 2]
 
 
 def test_restore_best_restores_the_best_and_falls_back_past_an_unreadable_one(tmp_path):
     save_run(tmp_path, SAVES)
     checkpoints = reopened(tmp_path, best_metric="val_loss", best_mode="min")
-    restored, extra, step = restore_best(checkpoints, state_at(0), warn=pytest.fail)
+    restored, extra, step = checkpoints.restore_best(state_at(0), warn=pytest.fail)
     assert step == 4 and extra["history"][-1]["step"] == 4
     expected = state_at(4)
     jax.tree.map(np.testing.assert_array_equal, restored.params, expected.params)
@@ -80,25 +79,25 @@ def test_restore_best_restores_the_best_and_falls_back_past_an_unreadable_one(tm
 
     shutil.rmtree(tmp_path / "4" / "state")
     warnings = []
-    restored, _, step = restore_best(reopened(tmp_path, best_metric="val_loss",
-                                              best_mode="min"), state_at(0), warnings.append)
+    restored, _, step = reopened(tmp_path, best_metric="val_loss",
+                                 best_mode="min").restore_best(state_at(0), warnings.append)
     assert step == 7 and "step 4" in warnings[0]
     jax.tree.map(np.testing.assert_array_equal, restored.params, state_at(7).params)
-    assert restore_best(reopened(tmp_path / "empty"), state_at(0), pytest.fail) is None
+    assert reopened(tmp_path / "empty").restore_best(state_at(0), pytest.fail) is None
 
 
 def test_best_variables_reads_only_the_model_variables_of_the_best(tmp_path):
     save_run(tmp_path, SAVES)
     checkpoints = reopened(tmp_path, best_metric="val_accuracy")
     shapes = abstract_variables(model(), INPUT_SHAPE)
-    variables, extra, step = best_variables(checkpoints, lambda extra: shapes, pytest.fail)
+    variables, extra, step = checkpoints.best_variables(lambda extra: shapes, pytest.fail)
     assert step == 6 and extra["class_names"] == ["a", "b"] and set(variables) == {
         "params", "batch_stats"}
     expected = state_at(6)
     jax.tree.map(np.testing.assert_array_equal, variables["params"], expected.params)
     jax.tree.map(np.testing.assert_array_equal, variables["batch_stats"], expected.batch_stats)
-    assert best_variables(reopened(tmp_path / "empty"), lambda extra: shapes,
-                          pytest.fail) is None
+    assert reopened(tmp_path / "empty").best_variables(lambda extra: shapes,
+                                                       pytest.fail) is None
 
 
 def test_best_variables_names_every_checkpoint_when_none_fits(tmp_path):
@@ -106,6 +105,23 @@ def test_best_variables_names_every_checkpoint_when_none_fits(tmp_path):
     other = abstract_variables(model(num_classes=3), INPUT_SHAPE)
     warnings = []
     with pytest.raises(CheckpointError, match="none can be read: step 2 .*; step 3 "):
-        best_variables(reopened(tmp_path, best_metric="val_accuracy"), lambda extra: other,
-                       warnings.append)
+        reopened(tmp_path, best_metric="val_accuracy").best_variables(lambda extra: other,
+                                                                      warnings.append)
     assert len(warnings) == 2
+
+
+def test_the_best_step_is_orbaxs_and_a_damaged_best_gives_way_to_the_newest(tmp_path):
+    """orbax names the best from the metrics stored beside each checkpoint, without opening
+    it; the readers pass over a best checkpoint that did not finish, to the newest readable
+    one. A checkpoint without its stored metrics is no candidate."""
+    save_run(tmp_path, SAVES)
+    (tmp_path / "6" / "commit_success.txt").unlink()
+    checkpoints = reopened(tmp_path, best_metric="val_accuracy")
+    assert checkpoints.best_step() == 6
+    warnings = []
+    restored, _, step = checkpoints.restore_best(state_at(0), warnings.append)
+    assert step == 7 and warnings == [
+        "skipping the unreadable checkpoint at step 6: incomplete: no commit_success.txt"]
+    jax.tree.map(np.testing.assert_array_equal, restored.params, state_at(7).params)
+    shutil.rmtree(tmp_path / "6" / "metrics")
+    assert reopened(tmp_path, best_metric="val_accuracy").best_step() == 4

@@ -16,7 +16,7 @@ import optax
 import pytest
 
 from conftest import REPO
-from cnnjax.checkpoint import read_state_arrays
+from cnnjax.checkpoint import read_variables
 from cnnjax.data.pipeline import ProcessShareSampler
 from cnnjax.errors import ConfigError
 from cnnjax.models import SimpleCNN
@@ -177,7 +177,7 @@ def final_params(workdir) -> list[np.ndarray]:
     """Read on this one-device process, whatever topology saved them."""
     checkpoints = workdir / "checkpoints"
     step = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
-    saved = read_state_arrays(checkpoints / str(step) / "state", names=("params",))
+    saved = read_variables(checkpoints / str(step))
     return [np.asarray(x) for x in jax.tree.leaves(saved["params"])]
 
 

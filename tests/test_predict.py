@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from cnnjax.audio.synth import synthesize
-from cnnjax.checkpoint import load_weights
+from cnnjax.checkpoint import read_variables
 from cnnjax.data.pipeline import (ImageSettings, SpectrogramSource, eval_batches,
                                   spectrogram_image, window_starts)
 from cnnjax.errors import DataError
@@ -91,7 +91,8 @@ def eval_forward(workdir, step, images=None, spectrograms=None) -> np.ndarray:
     config = json.loads((workdir / "config.json").read_text())
     model = get_model(config["model"], num_classes=len(CLASSES))
     state = create_train_state(model, optax.identity(), (32, 32, 1), jax.random.PRNGKey(9))
-    state = load_weights(workdir / "checkpoints" / str(step), state)
+    state = state.replace(**read_variables(workdir / "checkpoints" / str(step),
+                                           state.variables))
 
     def softmax(images):
         logits = model.apply(state.variables, images, train=False)

@@ -24,7 +24,6 @@ from cnnjax.checkpoint import CheckpointError, Checkpoints, NonFiniteState
 from cnnjax.config import validate_config
 from cnnjax.data.datasets import Datasets, get_datasets
 from cnnjax.errors import ConfigError, DataError
-from cnnjax.evaluation import restore_best
 from cnnjax.parallel import DataParallel, check_batch_sizes, prefetch_to_devices
 from cnnjax.progress import progress_bar
 from cnnjax.tensorboard import SummaryWriter
@@ -241,8 +240,8 @@ def _start(config: Any, workdir: Path, checkpoints: Checkpoints, state: TrainSta
         check_resumable(config_changes(extra["config"], config))
         check_classes(extra["class_names"], class_names)
 
-    restored = checkpoints.restore_newest_good(state, warn=lambda m: _log(f"warning: {m}"),
-                                               check=check)
+    restored = checkpoints.restore_latest(state, warn=lambda m: _log(f"warning: {m}"),
+                                          check=check)
     if restored is None:
         state, origin = initial_state(config, state, run.num_outputs, datasets.input_shape[-1])
         _log(origin)
@@ -455,7 +454,7 @@ def evaluate_checkpoint(config: Any, workdir: str | Path) -> dict[str, Any]:
     run, state = _setup(config)
     checkpoints = _checkpoints(config, workdir)
     try:
-        restored = restore_best(checkpoints, state, warn=lambda m: _log(f"warning: {m}"))
+        restored = checkpoints.restore_best(state, warn=lambda m: _log(f"warning: {m}"))
     finally:
         checkpoints.close()
     if restored is None:

@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from cnnjax.checkpoint import load_weights
+from cnnjax.checkpoint import CheckpointError, read_variables
 from cnnjax.errors import ConfigError
 from cnnjax.pretrained import load_torchvision, modules_after, read_metadata
 from cnnjax.train.state import TrainState
@@ -93,4 +93,8 @@ def initial_state(config: Any, state: TrainState, num_classes: int,
             said += ("; warning: its network was trained on other inputs: "
                      + ", ".join(differences))
         return _with_variables(state, variables, source), said
-    return load_weights(init_from, state), f"starting from the weights of the run {init_from}"
+    try:
+        variables = read_variables(init_from, state.variables)
+    except CheckpointError as error:
+        raise CheckpointError(f"config.init_from: {error}") from None
+    return state.replace(**variables), f"starting from the weights of the run {init_from}"
