@@ -11,7 +11,10 @@ import jax
 import numpy as np
 
 from cnnjax.checkpoint import CheckpointError, Checkpoints, read_state_arrays
+from cnnjax.errors import DataError
+from cnnjax.train.run import final_report, log, open_checkpoints, setup_run
 from cnnjax.train.state import TrainState
+from cnnjax.train.validation import evaluate
 
 Warn = Callable[[str], None]
 
@@ -82,3 +85,23 @@ def abstract_variables(model: Any, input_shape: tuple[int, ...]) -> dict[str, An
 
 def _reason(error: Exception) -> str:
     return " ".join(str(error).split())[:200] or type(error).__name__
+
+
+def evaluate_checkpoint(config: Any, workdir: str | Path) -> dict[str, Any]:
+    """`--mode=eval`: evaluates the best readable checkpoint in `workdir` (by
+    config.checkpoint.best_metric; the newest without one) on the validation set, on the
+    devices `config.parallel` names, and rewrites the reports."""
+    workdir = Path(workdir)
+    run, state = setup_run(config)
+    checkpoints = open_checkpoints(config, workdir)
+    try:
+        restored = restore_best(checkpoints, state, warn=lambda m: log(f"warning: {m}"))
+    finally:
+        checkpoints.close()
+    if restored is None:
+        raise DataError(f"{workdir / 'checkpoints'} holds no checkpoint: train first with "
+                        f"--mode=train --workdir={workdir}.")
+    state, _, step = restored
+    state = run.parallel.place(state)
+    evaluation = evaluate(state, run.datasets, run.parallel.evaluate_batch, run.loss)
+    return final_report(workdir, run, evaluation, title=f"Validation, checkpoint at step {step}")

@@ -142,7 +142,9 @@ def main(argv: list[str]) -> None:
         # bar; --verbosity=0 brings them back.
         logging.set_verbosity(logging.WARNING)
     from cnnjax.parallel import initialize_distributed
-    from cnnjax.train.loop import evaluate_checkpoint, find_learning_rate, train_and_evaluate
+    from cnnjax.evaluation import evaluate_checkpoint
+    from cnnjax.train.loop import train_and_evaluate
+    from cnnjax.train.lr_find import find_learning_rate
 
     try:
         initialize_distributed(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,

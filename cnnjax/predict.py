@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -40,8 +39,10 @@ from cnnjax.data.pipeline import EVAL_WINDOWS, window_images
 from cnnjax.errors import DataError
 from cnnjax.evaluation import abstract_variables, best_variables
 from cnnjax.models.registry import get_model
+from cnnjax.parallel import DataParallel
 from cnnjax.progress import progress_bar
 from cnnjax.train.losses import Loss
+from cnnjax.train.state import inference_state
 from cnnjax.train.tasks import task_for
 
 PREDICTIONS_FILE = "predictions.csv"
@@ -106,19 +107,20 @@ def read_spectrograms(paths: Sequence[str], config: Any
 
 
 def window_outputs(model: Any, variables: dict[str, Any], images: np.ndarray,
-                   batch_size: int, loss: Loss) -> np.ndarray:
+                   batch_size: int, loss: Loss, parallel_mode: str = "jit") -> np.ndarray:
     """`loss.window_outputs` (softmax probabilities, hinge scores or values) of the
     eval-mode model over `images`, in batches of `batch_size` (the last one zero-padded, so
-    one shape is compiled)."""
-    forward = jax.jit(lambda v, x: loss.window_outputs(model.apply(v, x, train=False)))
-    variables = jax.device_put(variables)
+    one shape is compiled), through the eval step training compiles (`config.parallel`)."""
+    parallel = DataParallel(parallel_mode, loss)
+    state = parallel.place(inference_state(model, variables))
     results = []
     with progress_bar(len(images), "predicting", "window") as bar:
         for first in range(0, len(images), batch_size):
             batch = images[first:first + batch_size]
             padded = np.zeros((batch_size, *images.shape[1:]), np.float32)
             padded[:len(batch)] = batch
-            results.append(np.asarray(forward(variables, padded))[:len(batch)])
+            logits = parallel.evaluate_batch(state, {"image": padded})["logits"]
+            results.append(np.asarray(loss.window_outputs(logits[:len(batch)])))
             bar.update(len(batch))
     return np.concatenate(results)
 
@@ -185,7 +187,7 @@ def predict(config: Any, workdir: str | Path, inputs: str | Sequence[str],
             for path, error in zip(paths, errors)]
     if images:
         outputs = window_outputs(model, variables, np.stack(images), config.eval_batch_size,
-                                 loss)
+                                 loss, config.parallel)
         owner = np.asarray(owner)
         for i in np.unique(owner):
             mean = outputs[owner == i].mean(axis=0)

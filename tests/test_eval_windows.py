@@ -7,7 +7,7 @@ import pytest
 from cnnjax.data.datasets import Datasets
 from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
                                   eval_batches, spectrogram_image)
-from cnnjax.train.loop import evaluate
+from cnnjax.train.validation import evaluate
 
 IMAGE = ImageSettings(crop_frames=10, image_size=(8, 10))
 NAMES = ("a", "b", "c")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cnnjax.errors import ConfigError
+from cnnjax.parallel import DataParallel
 from cnnjax.train import create_train_state
 from cnnjax.train.lr_find import (LrFindResult, exponential_learning_rates, lr_find,
                                   plot_lr_find, suggest)
@@ -144,7 +145,7 @@ def test_lr_find_stops_at_divergence_on_a_separable_problem():
     config = recipe_config(optimizer__learning_rate=1.0, optimizer__schedule="constant")
     state, _ = state_for(config)
     batches = (batch(seed) for seed in range(1000))
-    result = lr_find(state, batches, start=1e-5, end=1e3, num_steps=80)
+    result = lr_find(state, batches, DataParallel(), start=1e-5, end=1e3, num_steps=80)
     assert result.diverged and len(result.learning_rates) < 80
     assert result.smoothed[-1] > 4 * min(result.smoothed) or not math.isfinite(
         result.smoothed[-1])

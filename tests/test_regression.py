@@ -19,11 +19,14 @@ from cnnjax.data.datasets import Datasets
 from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
                                   eval_batches, train_loader)
 from cnnjax.errors import ConfigError, DataError
+from cnnjax.evaluation import evaluate_checkpoint
 from cnnjax.metrics import r_squared, regression_report
 from cnnjax.predict import predict
-from cnnjax.train.loop import Progress, evaluate, evaluate_checkpoint, train_and_evaluate
+from cnnjax.train.loop import train_and_evaluate
 from cnnjax.train.losses import Loss
 from cnnjax.train.resume import config_changes
+from cnnjax.train.tracking import Progress
+from cnnjax.train.validation import evaluate
 from experiments import heartbeat_rate_regression
 from readback import (CURVES_SIZE, POINT, SCATTER_SIZE, TRAIN, VALIDATION, count_colour,
                       read_csv, read_png)
