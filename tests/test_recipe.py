@@ -14,7 +14,7 @@ from cnnjax.train import create_train_state
 from cnnjax.train.lr_find import (LrFindResult, exponential_learning_rates, lr_find,
                                   plot_lr_find, suggest)
 from cnnjax.train.phases import phase_of_epoch, training_phases
-from cnnjax.train.recipe import make_loss, phase_setup
+from cnnjax.train.recipe import make_loss, phase_setup, phase_setups, setup_of_epoch
 from cnnjax.train.steps import jit_train_step
 from experiments.heartbeat_synthetic import get_config
 
@@ -63,6 +63,16 @@ def test_fine_tune_phases_split_the_epochs_and_override_the_optimizer():
         training_phases(recipe_config(freeze=("body",), fine_tune__unfreeze_after=5))
     with pytest.raises(ConfigError, match="needs config.freeze"):
         training_phases(recipe_config(fine_tune__unfreeze_after=2))
+
+
+def test_every_phase_is_set_up_once_and_found_by_epoch():
+    config = recipe_config(freeze=("body",), fine_tune__unfreeze_after=2)
+    setups = phase_setups(config, 3, INPUT, steps_per_epoch=2)
+    assert [s.phase.name for s in setups] == ["frozen", "unfrozen"]
+    assert [setups.index(setup_of_epoch(setups, epoch)) for epoch in range(1, 6)] == [
+        0, 0, 1, 1, 1]
+    assert setups[0].frozen_count > 0 == setups[1].frozen_count
+    assert setups[0].tx is not setups[1].tx
 
 
 @pytest.mark.parametrize("mode", ["train", "frozen"])
