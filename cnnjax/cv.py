@@ -14,7 +14,6 @@ training mean, and draws no confusion matrix.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import ml_collections
 
 from cnnjax import report as reporting
 from cnnjax.errors import ConfigError
+from cnnjax.logs import logger
 from cnnjax.train.tasks import task_kind
 
 DEFAULT_FOLDS = 5
@@ -53,10 +53,10 @@ def cross_validate(config: Any, workdir: str | Path) -> dict[str, Any]:
         done = fold_dir / FOLD_REPORT
         finished = json.loads(done.read_text()) if done.exists() else None
         if finished and finished["num_epochs"] == config.num_epochs:
-            _log(f"fold {fold + 1}/{num_folds}: finished before, reading {done}")
+            logger.info(f"fold {fold + 1}/{num_folds}: finished before, reading {done}")
             folds.append(finished["report"])
             continue
-        _log(f"fold {fold + 1}/{num_folds} in {fold_dir}")
+        logger.info(f"fold {fold + 1}/{num_folds} in {fold_dir}")
         report = train_and_evaluate(fold_config(config, fold, num_folds), fold_dir)
         if writer:
             reporting.write_json(done, {"num_epochs": config.num_epochs, "report": report})
@@ -69,7 +69,3 @@ def cross_validate(config: Any, workdir: str | Path) -> dict[str, Any]:
         reporting.write_json(workdir / "cv_report.json", summary)
         print(task.write_cv_report(workdir, summary), flush=True)
     return summary
-
-
-def _log(message: str) -> None:
-    print(f"cnnjax: {message}", file=sys.stderr, flush=True)

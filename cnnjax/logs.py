@@ -1,5 +1,5 @@
 """cnnjax's one logger: every message cnnjax writes goes through `logger`, shown on stderr
-as `cnnjax: <message>`.
+as `cnnjax: <message>` (`cnnjax: warning: <message>` for a warning).
 
 It is a logger of Python's `logging`, the tree absl's logging lives in, with a level of its
 own: `--log_level` (debug | info | warning | error) sets cnnjax's messages, while the
@@ -46,10 +46,18 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
+class _Lines(logging.Formatter):
+    """`cnnjax: <message>`, with `warning: ` or `error: ` before the message at those levels."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+        return f"cnnjax: {level}{super().format(record)}"
+
+
 def _make_logger() -> logging.Logger:
     made = logging.getLogger("cnnjax")
     handler = _Stderr()
-    handler.setFormatter(logging.Formatter("cnnjax: %(message)s"))
+    handler.setFormatter(_Lines())
     handler.addFilter(_ProcessZero())
     made.addHandler(handler)
     made.setLevel(logging.INFO)

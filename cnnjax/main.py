@@ -166,7 +166,9 @@ def main(argv: list[str]) -> None:
     from cnnjax.checkpoint import install_log_filters
     from cnnjax.config import validate_config
     from cnnjax.parallel import initialize_distributed
-    from cnnjax.train.loop import evaluate_checkpoint, find_learning_rate, train_and_evaluate
+    from cnnjax.evaluation import evaluate_checkpoint
+    from cnnjax.train.loop import train_and_evaluate
+    from cnnjax.train.lr_find import find_learning_rate
 
     install_log_filters()
     try:

@@ -27,7 +27,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from cnnjax.errors import ConfigError
 from cnnjax.train.state import TrainState
-from cnnjax.train.steps import Loss, eval_step, train_step
+from cnnjax.train.losses import Loss
+from cnnjax.train.steps import eval_step, train_step
 
 PARALLEL_MODES = ("jit", "pmap")
 DATA_AXIS = "data"
@@ -94,7 +95,9 @@ def check_batch_sizes(batch_size: int, eval_batch_size: int, grad_accum_steps: i
 
 @dataclass
 class DataParallel:
-    """Places train states and batches on the devices and runs compiled steps on them.
+    """Places train states and batches on the devices and runs compiled steps on them: the
+    one place cnnjax compiles `train_step` and `eval_step`, for training, evaluation,
+    `lr_find` and prediction alike.
 
     States live in the device form this mode wants (`place`); `saveable` gives the form
     checkpoints hold (one copy). Batches are numpy arrays of this process's share.
@@ -108,9 +111,6 @@ class DataParallel:
     _eval: Callable[..., Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.mode not in PARALLEL_MODES:
-            raise ConfigError(f"config.parallel={self.mode!r} is not valid; choose one of "
-                              f"{list(PARALLEL_MODES)}.")
         self.mesh = Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
         self._local = NamedSharding(Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,)),
                                     PartitionSpec(DATA_AXIS))

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -38,16 +37,16 @@ from cnnjax.data.datasets import (Recordings, feature_workers, image_settings, m
 from cnnjax.data.feature_cache import FeatureCache
 from cnnjax.data.pipeline import EVAL_WINDOWS, window_images
 from cnnjax.errors import DataError
+from cnnjax.logs import logger
 from cnnjax.models.registry import get_model
+from cnnjax.parallel import DataParallel
 from cnnjax.progress import progress_bar
 from cnnjax.train.losses import Loss
+from cnnjax.train.state import inference_state
 from cnnjax.train.tasks import Task, task_for
 
 PREDICTIONS_FILE = "predictions.csv"
 
-
-def _log(message: str) -> None:
-    print(f"cnnjax: {message}", file=sys.stderr, flush=True)
 
 
 def saved_config(workdir: str | Path) -> ml_collections.ConfigDict:
@@ -105,19 +104,20 @@ def read_spectrograms(paths: Sequence[str], config: Any
 
 
 def window_outputs(model: Any, variables: dict[str, Any], images: np.ndarray,
-                   batch_size: int, task: Task) -> np.ndarray:
+                   batch_size: int, task: Task, parallel_mode: str = "jit") -> np.ndarray:
     """`task.window_outputs` (softmax probabilities, hinge scores or values) of the
     eval-mode model over `images`, in batches of `batch_size` (the last one zero-padded, so
-    one shape is compiled)."""
-    forward = jax.jit(lambda v, x: task.window_outputs(model.apply(v, x, train=False)))
-    variables = jax.device_put(variables)
+    one shape is compiled), through the eval step training compiles (`config.parallel`)."""
+    parallel = DataParallel(parallel_mode, task.loss)
+    state = parallel.place(inference_state(model, variables))
     results = []
     with progress_bar(len(images), "predicting", "window") as bar:
         for first in range(0, len(images), batch_size):
             batch = images[first:first + batch_size]
             padded = np.zeros((batch_size, *images.shape[1:]), np.float32)
             padded[:len(batch)] = batch
-            results.append(np.asarray(forward(variables, padded))[:len(batch)])
+            logits = parallel.evaluate_batch(state, {"image": padded})["logits"]
+            results.append(np.asarray(task.window_outputs(logits[:len(batch)])))
             bar.update(len(batch))
     return np.concatenate(results)
 
@@ -156,7 +156,7 @@ def load_best(config: Any, workdir: Path, input_shape: tuple[int, ...]
                               asynchronous=False)
     try:
         found = checkpoints.best_variables(lambda extra: abstract_variables(
-            model_for(extra), input_shape), warn=lambda m: _log(f"warning: {m}"))
+            model_for(extra), input_shape), warn=logger.warning)
     finally:
         checkpoints.close()
     if found is None:
@@ -192,7 +192,7 @@ def predict(config: Any, workdir: str | Path, inputs: str | Sequence[str],
             for path, error in zip(paths, errors)]
     if images:
         outputs = window_outputs(model, variables, np.stack(images), config.eval_batch_size,
-                                 task)
+                                 task, config.parallel)
         owner = np.asarray(owner)
         for i in np.unique(owner):
             mean = outputs[owner == i].mean(axis=0)
@@ -201,9 +201,9 @@ def predict(config: Any, workdir: str | Path, inputs: str | Sequence[str],
     reporting.write_csv(path, ["file", *task.prediction_columns(class_names), "error"], rows)
     for file, error in zip(paths, errors):
         if error:
-            _log(f"skipped {file}: {error}")
+            logger.info(f"skipped {file}: {error}")
     readable = sum(not error for error in errors)
-    _log(f"predicted {readable} of {len(paths)} recordings with the checkpoint at step "
+    logger.info(f"predicted {readable} of {len(paths)} recordings with the checkpoint at step "
          f"{step} ({windows} window{'s' if windows == 'all' else ''}); written to {path}")
     if not readable:
         raise DataError(f"none of the {len(paths)} inputs could be read; see {path}.")

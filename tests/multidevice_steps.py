@@ -13,7 +13,8 @@ import optax
 from cnnjax.models import SimpleCNN
 from cnnjax.parallel import DataParallel
 from cnnjax.train.state import create_train_state
-from cnnjax.train.steps import Loss, jit_train_step
+from cnnjax.train.losses import Loss
+from cnnjax.train.steps import jit_train_step
 
 
 def batches(count: int = 3, size: int = 8) -> list[dict[str, np.ndarray]]:

@@ -7,7 +7,9 @@ import pytest
 from cnnjax.data.datasets import SpectrogramDatasets
 from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
                                   eval_batches, spectrogram_image)
-from cnnjax.train.loop import evaluate
+from cnnjax.train.losses import Loss
+from cnnjax.train.tasks import task_for
+from cnnjax.train.validation import evaluate
 
 IMAGE = ImageSettings(crop_frames=10, image_size=(8, 10))
 NAMES = ("a", "b", "c")
@@ -51,7 +53,7 @@ def test_evaluate_averages_the_softmax_over_each_recordings_windows(windows):
     datasets = SpectrogramDatasets(NAMES, source, source, ["x", "y", "z"], IMAGE,
                                    AugmentSettings(), batch_size=2, eval_batch_size=2, seed=0,
                                    eval_windows=windows)
-    loss, confusion, probabilities = evaluate(None, datasets, fake_logits)
+    loss, confusion, probabilities = evaluate(None, datasets, fake_logits, task_for(Loss()))
 
     def softmax(x):
         e = np.exp(x - x.max(-1, keepdims=True))

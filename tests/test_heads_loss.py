@@ -12,9 +12,9 @@ from cnnjax.config import validate_config
 from cnnjax.errors import ConfigError, DataError
 from cnnjax.models import FastaiHead, SimpleCNN, get_model, norm_paths, resnet18
 from cnnjax.models.layers import TorchBatchNorm
+from cnnjax.train.losses import Loss, balanced_class_weights, cross_entropy_loss
 from cnnjax.train.state import create_train_state
-from cnnjax.train.steps import (Loss, balanced_class_weights, cross_entropy_loss,
-                                jit_train_step)
+from cnnjax.train.steps import jit_train_step
 from experiments import heartbeat_synthetic
 
 torch = pytest.importorskip("torch")

@@ -13,12 +13,12 @@ from cnnjax.data.datasets import SpectrogramDatasets
 from cnnjax.data.pipeline import AugmentSettings, ImageSettings, SpectrogramSource, eval_batches
 from cnnjax.errors import ConfigError, DataError
 from cnnjax.models import SimpleCNN
-from cnnjax.train.loop import evaluate
 from cnnjax.train.losses import LOSSES, REGRESSION_LOSSES, Loss, multi_margin_loss
 from cnnjax.train.recipe import make_loss
 from cnnjax.train.state import create_train_state
 from cnnjax.train.steps import train_step
 from cnnjax.train.tasks import task_for
+from cnnjax.train.validation import evaluate
 from experiments import heartbeat_synthetic
 
 torch = pytest.importorskip("torch")

@@ -24,7 +24,8 @@ from cnnjax.parallel import check_batch_sizes, initialize_distributed
 from cnnjax.train.phases import training_phases
 from cnnjax.train.recipe import phase_setup
 from cnnjax.train.state import create_train_state
-from cnnjax.train.steps import Loss, train_step
+from cnnjax.train.losses import Loss
+from cnnjax.train.steps import train_step
 
 TWO_DEVICES = "--xla_force_host_platform_device_count=2"
 

@@ -10,11 +10,12 @@ import pytest
 
 from cnnjax.config import validate_config
 from cnnjax.errors import ConfigError
+from cnnjax.parallel import DataParallel
 from cnnjax.train import create_train_state
 from cnnjax.train.lr_find import (LrFindResult, exponential_learning_rates, lr_find,
                                   plot_lr_find, suggest)
 from cnnjax.train.phases import phase_of_epoch, training_phases
-from cnnjax.train.recipe import make_loss, phase_setup
+from cnnjax.train.recipe import make_loss, phase_setup, phase_setups, setup_of_epoch
 from cnnjax.train.steps import jit_train_step
 from experiments.heartbeat_synthetic import get_config
 
@@ -63,6 +64,16 @@ def test_fine_tune_phases_split_the_epochs_and_override_the_optimizer():
         validate_config(recipe_config(freeze=("body",), fine_tune__unfreeze_after=5))
     with pytest.raises(ConfigError, match="needs config.freeze"):
         validate_config(recipe_config(fine_tune__unfreeze_after=2))
+
+
+def test_every_phase_is_set_up_once_and_found_by_epoch():
+    config = recipe_config(freeze=("body",), fine_tune__unfreeze_after=2)
+    setups = phase_setups(config, 3, INPUT, steps_per_epoch=2)
+    assert [s.phase.name for s in setups] == ["frozen", "unfrozen"]
+    assert [setups.index(setup_of_epoch(setups, epoch)) for epoch in range(1, 6)] == [
+        0, 0, 1, 1, 1]
+    assert setups[0].frozen_count > 0 == setups[1].frozen_count
+    assert setups[0].tx is not setups[1].tx
 
 
 @pytest.mark.parametrize("mode", ["train", "frozen"])
@@ -147,7 +158,7 @@ def test_lr_find_stops_at_divergence_on_a_separable_problem():
     config = recipe_config(optimizer__learning_rate=1.0, optimizer__schedule="constant")
     state, _ = state_for(config)
     batches = (batch(seed) for seed in range(1000))
-    result = lr_find(state, batches, start=1e-5, end=1e3, num_steps=80)
+    result = lr_find(state, batches, DataParallel(), start=1e-5, end=1e3, num_steps=80)
     assert result.diverged and len(result.learning_rates) < 80
     assert result.smoothed[-1] > 4 * min(result.smoothed) or not math.isfinite(
         result.smoothed[-1])

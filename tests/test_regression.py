@@ -19,11 +19,13 @@ from cnnjax.data.datasets import SpectrogramDatasets
 from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
                                   eval_batches, train_loader)
 from cnnjax.errors import ConfigError, DataError
+from cnnjax.evaluation import evaluate_checkpoint
 from cnnjax.metrics import r_squared, regression_report
 from cnnjax.predict import predict
-from cnnjax.train.loop import evaluate, evaluate_checkpoint, train_and_evaluate
+from cnnjax.train.loop import train_and_evaluate
 from cnnjax.train.losses import Loss
 from cnnjax.train.tasks import task_for
+from cnnjax.train.validation import evaluate
 from experiments import heartbeat_rate_regression
 from readback import (CURVES_SIZE, POINT, SCATTER_SIZE, TRAIN, VALIDATION, count_colour,
                       read_csv, read_png)

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from cnnjax.models import SimpleCNN, resnet18
+from cnnjax.parallel import DataParallel
 from cnnjax.train import (create_train_state, cross_entropy_loss, jit_eval_step, jit_train_step,
                           make_optimizer, make_schedule)
+from cnnjax.train.state import inference_state
 
 
 def optimizer_config(**overrides) -> ml_collections.ConfigDict:
@@ -106,3 +108,16 @@ def test_resnet_train_step_donates_and_updates_every_parameter():
     changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), before,
                            jax.device_get(state.params))
     assert all(jax.tree.leaves(changed))
+
+
+def test_prediction_runs_the_compiled_eval_step_on_batches_without_targets():
+    model = SimpleCNN(num_classes=3, widths=(4,), dense=(8,), batch_norm=True, in_channels=1)
+    tx, _ = make_optimizer(optimizer_config(), 10, param_shapes(model, 16))
+    state = create_train_state(model, tx, (16, 16, 1), jax.random.PRNGKey(0))
+    images = np.random.default_rng(0).normal(size=(4, 16, 16, 1)).astype(np.float32)
+    parallel = DataParallel()
+    out = parallel.evaluate_batch(parallel.place(inference_state(model, state.variables)),
+                                  {"image": images})
+    assert "loss" not in out and out["mask"].all()
+    labelled = jit_eval_step(state, {"image": images, "label": np.zeros(4, np.int32)})
+    np.testing.assert_allclose(out["logits"], labelled["logits"], rtol=1e-6)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from cnnjax.logs import logger
 from cnnjax.pretrained.errors import WeightsError
 
 OFFICIAL_FILES = {
@@ -105,7 +106,7 @@ def download_file(url: str, dest: Path, sha256_prefix: str | None = None) -> Pat
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
     digest = hashlib.sha256()
-    print(f"cnnjax: downloading {url} to {dest}", file=sys.stderr, flush=True)
+    logger.info(f"downloading {url} to {dest}")
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, \
                 open(partial, "wb") as out, \

@@ -11,7 +11,7 @@ until they unfreeze), so a resumed run lands in its phase by epoch alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import ml_collections
 
@@ -32,18 +32,18 @@ class Phase:
         return self.last_epoch - self.first_epoch + 1
 
 
-def training_phases(config: Any) -> list[Phase]:
+def training_phases(config: Any) -> tuple[Phase, ...]:
     """The run's phases from a config the gate (cnnjax.config.validate_config) passed."""
     unfreeze_after = int(config.fine_tune.unfreeze_after)
     freeze = tuple(config.freeze)
     if unfreeze_after <= 0:
-        return [Phase("train", 1, config.num_epochs, freeze, config.optimizer)]
+        return (Phase("train", 1, config.num_epochs, freeze, config.optimizer),)
     unfrozen = ml_collections.ConfigDict(config.optimizer.to_dict())
     for field in FINE_TUNE_OVERRIDES:
         unfrozen[field] = config.fine_tune[field]
-    return [Phase("frozen", 1, unfreeze_after, freeze, config.optimizer),
-            Phase("unfrozen", unfreeze_after + 1, config.num_epochs, (), unfrozen)]
+    return (Phase("frozen", 1, unfreeze_after, freeze, config.optimizer),
+            Phase("unfrozen", unfreeze_after + 1, config.num_epochs, (), unfrozen))
 
 
-def phase_of_epoch(phases: list[Phase], epoch: int) -> Phase:
+def phase_of_epoch(phases: Sequence[Phase], epoch: int) -> Phase:
     return next(p for p in phases if p.first_epoch <= epoch <= p.last_epoch)

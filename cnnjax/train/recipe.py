@@ -19,7 +19,7 @@ from cnnjax.train.losses import REGRESSION_LOSSES, Loss, balanced_class_weights
 from cnnjax.train.optim import make_optimizer
 from cnnjax.train.param_groups import (frozen_mask, matches, param_paths,
                                        unmatched_patterns)
-from cnnjax.train.phases import Phase
+from cnnjax.train.phases import Phase, phase_of_epoch, training_phases
 
 FREEZE_NORM_MODES = ("train", "frozen")
 
@@ -61,6 +61,8 @@ def _target_scaling(targets: np.ndarray) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class PhaseSetup:
+    """What one training phase runs, built once per run."""
+    phase: Phase
     model: nn.Module
     tx: optax.GradientTransformation
     schedule: Callable[[int], Any]  # the head group's learning rate at a global step
@@ -103,11 +105,24 @@ def phase_setup(config: Any, phase: Phase, num_outputs: int, input_shape: tuple[
     frozen_norms: tuple[str, ...] = ()
     if config.freeze_norm == "frozen" and phase.freeze:
         frozen_norms = tuple(n for n in norms if matches(f"{n}/scale", phase.freeze))
-    model = get_model({**fields, "frozen_norms": frozen_norms},
-                      num_classes=num_outputs) if frozen_norms else plain
+    model = plain.clone(frozen_norms=frozen_norms) if frozen_norms else plain
     tx, schedule = make_optimizer(
         phase.optimizer, phase.num_epochs * steps_per_epoch, params, frozen=frozen,
         start_step=(phase.first_epoch - 1) * steps_per_epoch)
     frozen_count = sum(int(np.prod(p.shape)) for p, f in
                        zip(jax.tree.leaves(params), jax.tree.leaves(frozen)) if f)
-    return PhaseSetup(model, tx, schedule, frozen_count)
+    return PhaseSetup(phase, model, tx, schedule, frozen_count)
+
+
+def phase_setups(config: Any, num_outputs: int, input_shape: tuple[int, ...],
+                 steps_per_epoch: int, norm_axis_name: str | None = None
+                 ) -> tuple[PhaseSetup, ...]:
+    """Every phase's model, optimizer and schedule (`training_phases`), in epoch order."""
+    return tuple(phase_setup(config, phase, num_outputs, input_shape, steps_per_epoch,
+                             norm_axis_name) for phase in training_phases(config))
+
+
+def setup_of_epoch(setups: tuple[PhaseSetup, ...], epoch: int) -> PhaseSetup:
+    """The setup of the phase `epoch` (1-based) belongs to."""
+    phases = [setup.phase for setup in setups]
+    return setups[phases.index(phase_of_epoch(phases, epoch))]

@@ -42,3 +42,13 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
                       rng=state_rng, apply_fn=model.apply, tx=tx)
+
+
+def inference_state(model: nn.Module, variables: dict[str, Any]) -> TrainState:
+    """A state that only evaluates: `variables` (params and batch_stats) read from a
+    checkpoint, no optimizer, so prediction runs the same compiled eval step as training."""
+    tx = optax.identity()
+    return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                      batch_stats=variables.get("batch_stats", {}),
+                      opt_state=tx.init(variables["params"]), rng=jax.random.PRNGKey(0),
+                      apply_fn=model.apply, tx=tx)

@@ -3,8 +3,13 @@
 A batch is `{'image': [B, H, W, C] float32, 'label': [B] int32}`, with `target` ([B]
 float32) for a regression loss; a mixup batch adds `mix_label` and `mix_weight`; an eval
 batch may carry a boolean `mask` marking its real examples (padding keeps one compiled
-shape). `jit_train_step` donates the incoming state, so its buffers are reused for the new
-one, and compiles once per `Loss` (a static argument).
+shape), and a prediction batch has no targets.
+
+cnnjax's own modes compile these steps in one place, `cnnjax.parallel.DataParallel`, which
+places them on every device (`config.parallel`). `jit_train_step` and `jit_eval_step` are
+the one-device versions for research scripts: `jit_train_step` donates the incoming state,
+so its buffers are reused for the new one, and both compile once per `Loss` (a static
+argument).
 """
 
 from __future__ import annotations
@@ -15,12 +20,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-# The loss lives in losses.py; these names stay importable from the steps that use them.
-from cnnjax.train.losses import Loss, balanced_class_weights, cross_entropy_loss
+from cnnjax.train.losses import Loss
 from cnnjax.train.state import TrainState
 
-__all__ = ["Batch", "Loss", "Metrics", "balanced_class_weights", "cross_entropy_loss",
-           "eval_step", "jit_eval_step", "jit_train_step", "train_step"]
+__all__ = ["Batch", "Metrics", "eval_step", "jit_eval_step", "jit_train_step", "train_step"]
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -97,13 +100,16 @@ def _across(tree: Any, axis_name: str | None) -> Any:
 
 def eval_step(state: TrainState, batch: Batch, loss: Loss = Loss()) -> Metrics:
     """BatchNorm in eval mode (running averages). Returns the per-example `loss` (without
-    class weights or smoothing), `prediction` (class or value), the model's raw outputs as
-    `logits`, and `mask`, so the caller can sum over masked examples, build a confusion
-    matrix or average the task's `window_outputs` over a recording's windows."""
+    class weights or smoothing; absent when the batch has no targets, as in prediction),
+    `prediction` (class or value), the model's raw outputs as `logits`, and `mask`, so the
+    caller can sum over masked examples, build a confusion matrix or average the task's
+    `window_outputs` over a recording's windows."""
     logits = state.apply_fn(state.variables, batch["image"], train=False)
     mask = batch.get("mask", jnp.ones(batch["image"].shape[:1], bool))
-    return {"loss": loss.per_example(logits, batch[loss.target_key]),
-            "prediction": loss.predictions(logits), "logits": logits, "mask": mask}
+    out = {"prediction": loss.predictions(logits), "logits": logits, "mask": mask}
+    if loss.target_key in batch:
+        out["loss"] = loss.per_example(logits, batch[loss.target_key])
+    return out
 
 
 jit_train_step = jax.jit(train_step, donate_argnums=0,
