@@ -6,7 +6,6 @@ import socket
 import subprocess
 import sys
 
-import pytest
 
 from conftest import REPO
 from cnnjax.logs import logger, set_log_level

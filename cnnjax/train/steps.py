@@ -69,28 +69,36 @@ def train_step(state: TrainState, batch: Batch, loss: Loss = Loss(), grad_accum_
         (value, sums, batch_stats), grads = grads_of(state.params, state.batch_stats, batch,
                                                      dropout_rng)
     else:
-        micro_batches = jax.tree.map(lambda x: x.reshape(grad_accum_steps, -1, *x.shape[1:]),
-                                     batch)
-
-        def accumulate(carry: tuple[Any, ...], xs: tuple[Batch, jax.Array]
-                       ) -> tuple[tuple[Any, ...], Metrics]:
-            grads_sum, value_sum, batch_stats = carry
-            micro, index = xs
-            (value, sums, batch_stats), grads = grads_of(
-                state.params, batch_stats, micro, jax.random.fold_in(dropout_rng, index))
-            grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
-            return (grads_sum, value_sum + value, batch_stats), sums
-
-        zeros = jax.tree.map(jnp.zeros_like, state.params)
-        (grads, value, batch_stats), micro_sums = jax.lax.scan(
-            accumulate, (zeros, jnp.zeros((), jnp.float32), state.batch_stats),
-            (micro_batches, jnp.arange(grad_accum_steps)))
-        sums = jax.tree.map(lambda x: x.sum(0), micro_sums)
+        (value, sums, batch_stats), grads = _accumulated(grads_of, state, batch, dropout_rng,
+                                                         grad_accum_steps)
     grads, value, sums = (_across(x, axis_name) for x in (grads, value, sums))
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               batch_stats=batch_stats, opt_state=opt_state)
     return new_state, {"loss": value, **{name: x / count for name, x in sums.items()}}
+
+
+def _accumulated(grads_of: Any, state: TrainState, batch: Batch, dropout_rng: jax.Array,
+                 grad_accum_steps: int) -> tuple[tuple[jax.Array, Metrics, Any], Any]:
+    """`grads_of` over `grad_accum_steps` micro-batches in turn (`lax.scan`): the summed loss
+    parts, step sums and gradients, and BatchNorm statistics carried from one to the next."""
+    micro_batches = jax.tree.map(lambda x: x.reshape(grad_accum_steps, -1, *x.shape[1:]),
+                                 batch)
+
+    def accumulate(carry: tuple[Any, ...], xs: tuple[Batch, jax.Array]
+                   ) -> tuple[tuple[Any, ...], Metrics]:
+        grads_sum, value_sum, batch_stats = carry
+        micro, index = xs
+        (value, sums, batch_stats), grads = grads_of(
+            state.params, batch_stats, micro, jax.random.fold_in(dropout_rng, index))
+        grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
+        return (grads_sum, value_sum + value, batch_stats), sums
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (grads, value, batch_stats), micro_sums = jax.lax.scan(
+        accumulate, (zeros, jnp.zeros((), jnp.float32), state.batch_stats),
+        (micro_batches, jnp.arange(grad_accum_steps)))
+    return (value, jax.tree.map(lambda x: x.sum(0), micro_sums), batch_stats), grads
 
 
 def _across(tree: Any, axis_name: str | None) -> Any:
