@@ -1,11 +1,10 @@
-"""cnnjax's one logger: `cnnjax: ` lines on stderr, its own level, and on several processes
+"""cnnjax's one logger: `cnnjax: ` lines on stderr (`cnnjax: warning: ` for warnings), its own level, and on several processes
 only process 0 speaks, except errors."""
 
 import os
 import socket
 import subprocess
 import sys
-
 
 from conftest import REPO
 from cnnjax.logs import logger, set_log_level
@@ -31,7 +30,7 @@ def test_messages_are_cnnjax_lines_and_the_level_quiets_info(capsys):
         logger.debug("four")
     finally:
         set_log_level("info")
-    assert capsys.readouterr().err.splitlines() == ["cnnjax: one", "cnnjax: three",
+    assert capsys.readouterr().err.splitlines() == ["cnnjax: one", "cnnjax: warning: three",
                                                     "cnnjax: four"]
 
 
@@ -46,6 +45,7 @@ def test_on_two_processes_only_process_0_speaks_except_errors(tmp_path):
     (_, chief), (_, other) = [worker.communicate(timeout=300) for worker in workers]
     assert [w.returncode for w in workers] == [0, 0], chief + other
     lines = lambda err: [line for line in err.splitlines() if line.startswith("cnnjax: ")]
-    assert lines(chief) == ["cnnjax: info from process 0", "cnnjax: warning from process 0",
-                            "cnnjax: error from process 0"]
-    assert lines(other) == ["cnnjax: error from process 1"]
+    assert lines(chief) == ["cnnjax: info from process 0",
+                            "cnnjax: warning: warning from process 0",
+                            "cnnjax: error: error from process 0"]
+    assert lines(other) == ["cnnjax: error: error from process 1"]
