@@ -98,7 +98,7 @@ def read_spectrograms(paths: Sequence[str], config: Any
             records.append({"audio": to_int16(samples), "sample_rate": rate})
             errors.append("")
     mel = mel_settings(config)
-    workers = feature_workers(int(config.data.get("feature_workers", 0)))
+    workers = feature_workers(int(config.data.feature_workers))
     computed = iter(spectrograms(Recordings((), records, {}), mel,
                                  FeatureCache(None, {}), config.audio.frontend, workers))
     return [None if error else next(computed) for error in errors], errors
@@ -172,7 +172,7 @@ def predict(config: Any, workdir: str | Path, inputs: str | Sequence[str],
     """Writes `<workdir>/predictions.csv` for the recordings `inputs` names (paths or globs)
     with the best checkpoint of the run in `workdir`, and returns its path. `windows`:
     'all', 'centre', or '' for the config's `data.eval_windows`."""
-    windows = windows or config.data.get("eval_windows", "centre")
+    windows = windows or config.data.eval_windows
     if windows not in EVAL_WINDOWS:
         raise ValueError(f"windows={windows!r} is not one of {EVAL_WINDOWS}.")
     validate_config(config)
