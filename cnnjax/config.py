@@ -17,7 +17,7 @@ from cnnjax.data.pipeline import EVAL_WINDOWS, NORMALIZATIONS
 from cnnjax.errors import ConfigError
 from cnnjax.models.registry import MODELS, model_fields
 from cnnjax.parallel import PARALLEL_MODES
-from cnnjax.train.losses import LOSSES, REGRESSION_LOSSES
+from cnnjax.train.losses import LOSSES, REGRESSION_LOSSES, parse_class_weights
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
 from cnnjax.train.recipe import COMPUTE_DTYPES, FREEZE_NORM_MODES
 from cnnjax.train.tasks import task_kind
@@ -128,7 +128,7 @@ def _plain(value: Any) -> Any:
 def _check_loss(config: Any) -> None:
     loss = config.loss
     regression = loss.name in REGRESSION_LOSSES
-    weights = _class_weights(loss.class_weights)
+    weights = parse_class_weights(loss.class_weights)
     if not 0.0 <= loss.label_smoothing <= 1.0:
         raise ConfigError(f"config.loss.label_smoothing={loss.label_smoothing!r} must lie in "
                           f"[0, 1].")
@@ -142,24 +142,6 @@ def _check_loss(config: Any) -> None:
     if regression and config.augment.mixup_alpha > 0:
         raise ConfigError(f"config.augment.mixup_alpha mixes class labels; set it to 0 for "
                           f"the regression loss {loss.name!r}.")
-
-
-def _class_weights(spec: Any) -> str | tuple[float, ...] | None:
-    """`config.loss.class_weights` read: None for 'none', 'balanced', or the numbers; the
-    count is checked where the classes are known (`make_loss`)."""
-    text = str(spec).strip()
-    if text in ("", "none"):
-        return None
-    if text == "balanced":
-        return text
-    try:
-        weights = tuple(float(w) for w in text.split(","))
-    except ValueError:
-        weights = ()
-    if not weights or min(weights) <= 0:
-        raise ConfigError(f"config.loss.class_weights={text!r} must be 'none', 'balanced' or "
-                          f"positive comma-separated numbers, one per class.")
-    return weights
 
 
 def _check_phases(config: Any) -> None:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cnnjax.errors import DataError
+from cnnjax.errors import ConfigError, DataError
 
 DEFAULT_LOSS = "softmax_cross_entropy"
 CLASSIFICATION_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy", "hinge")
@@ -220,3 +220,21 @@ def balanced_class_weights(labels: Sequence[int] | np.ndarray,
         raise DataError(f"classes {empty} have no examples; balanced class weights need at "
                         f"least one example of each of the {num_classes} classes.")
     return tuple(float(w) for w in labels.size / (num_classes * counts))
+
+
+def parse_class_weights(spec: object) -> str | tuple[float, ...] | None:
+    """`config.loss.class_weights` read: None for 'none', 'balanced', or the numbers; the
+    count is checked where the classes are known (`make_loss`)."""
+    text = str(spec).strip()
+    if text in ("", "none"):
+        return None
+    if text == "balanced":
+        return text
+    try:
+        weights = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        weights = ()
+    if not weights or min(weights) <= 0:
+        raise ConfigError(f"config.loss.class_weights={text!r} must be 'none', 'balanced' or "
+                          f"positive comma-separated numbers, one per class.")
+    return weights

@@ -15,7 +15,8 @@ import optax
 from cnnjax.errors import ConfigError, DataError
 from cnnjax.models.norms import norm_paths
 from cnnjax.models.registry import get_model
-from cnnjax.train.losses import REGRESSION_LOSSES, Loss, balanced_class_weights
+from cnnjax.train.losses import (REGRESSION_LOSSES, Loss, balanced_class_weights,
+                                  parse_class_weights)
 from cnnjax.train.optim import make_optimizer
 from cnnjax.train.param_groups import (frozen_mask, matches, param_paths,
                                        unmatched_patterns)
@@ -39,16 +40,13 @@ def make_loss(config: Any, train_labels: np.ndarray, num_classes: int,
                             f"give an audio_folder CSV a 'target' column, or use a "
                             f"classification loss.")
         scaling = _target_scaling(np.asarray(train_targets, np.float64))
-    spec = str(config.loss.class_weights).strip()
-    if spec in ("", "none"):
-        weights = None
-    elif spec == "balanced":
+    weights = parse_class_weights(config.loss.class_weights)
+    if weights == "balanced":
         weights = balanced_class_weights(train_labels, num_classes)
-    else:  # numbers, as the config's gate checked; how many only the data knows
-        weights = tuple(float(w) for w in spec.split(","))
-        if len(weights) != num_classes:
-            raise ConfigError(f"config.loss.class_weights={spec!r} must be 'none', 'balanced' "
-                              f"or {num_classes} positive comma-separated numbers.")
+    elif weights is not None and len(weights) != num_classes:  # only the data knows how many
+        raise ConfigError(f"config.loss.class_weights={config.loss.class_weights!r} must be "
+                          f"'none', 'balanced' or {num_classes} positive comma-separated "
+                          f"numbers.")
     return Loss(label_smoothing=float(config.loss.label_smoothing), class_weights=weights,
                 name=name, huber_delta=float(config.loss.huber_delta),
                 **scaling)
