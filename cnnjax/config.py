@@ -139,9 +139,23 @@ def _check_loss(config: Any) -> None:
     if loss.name == "hinge" and loss.label_smoothing:
         raise ConfigError("config.loss.label_smoothing is for the cross-entropy losses, "
                           "not 'hinge'; set it to 0.")
+    _check_logit_adjustment(loss, weights)
     if regression and config.augment.mixup_alpha > 0:
         raise ConfigError(f"config.augment.mixup_alpha mixes class labels; set it to 0 for "
                           f"the regression loss {loss.name!r}.")
+
+
+def _check_logit_adjustment(loss: Any, weights: Any) -> None:
+    tau = loss.logit_adjustment
+    if not tau >= 0:
+        raise ConfigError(f"config.loss.logit_adjustment={tau!r} must be >= 0 (0 is off).")
+    if tau and loss.name not in ("softmax_cross_entropy", "binary_cross_entropy"):
+        raise ConfigError(f"config.loss.logit_adjustment is for the cross-entropy losses, not "
+                          f"{loss.name!r}; set it to 0.")
+    if tau and weights is not None:
+        raise ConfigError("config.loss.logit_adjustment and config.loss.class_weights both "
+                          "correct for the class frequencies; set class_weights='none' or "
+                          "logit_adjustment=0.")
 
 
 def _check_phases(config: Any) -> None:

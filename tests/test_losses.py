@@ -13,7 +13,8 @@ from cnnjax.data.datasets import SpectrogramDatasets
 from cnnjax.data.pipeline import AugmentSettings, ImageSettings, SpectrogramSource, eval_batches
 from cnnjax.errors import ConfigError, DataError
 from cnnjax.models import SimpleCNN
-from cnnjax.train.losses import LOSSES, REGRESSION_LOSSES, Loss, multi_margin_loss
+from cnnjax.train.losses import (LOSSES, REGRESSION_LOSSES, Loss, logit_offsets,
+                                  multi_margin_loss)
 from cnnjax.train.recipe import make_loss
 from cnnjax.train.state import create_train_state
 from cnnjax.train.steps import train_step
@@ -161,7 +162,7 @@ def test_settings_that_do_not_apply_are_config_errors():
 def loss_config(**loss_fields):
     config = ml_collections.ConfigDict({
         "loss": {"name": "softmax_cross_entropy", "label_smoothing": 0.0,
-                 "class_weights": "none", "huber_delta": 1.0},
+                 "class_weights": "none", "logit_adjustment": 0.0, "huber_delta": 1.0},
         "augment": {"mixup_alpha": 0.0}, "data": {"name": "pascal_heartbeat"}})
     config.loss.update(loss_fields)
     return config
@@ -180,6 +181,58 @@ def test_make_loss_scales_regression_by_the_training_targets_and_needs_them():
     mixup.loss.name, mixup.augment.mixup_alpha = "mae", 0.4
     with pytest.raises(ConfigError, match="mixup_alpha"):
         validate_config(mixup)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_logit_adjusted_cross_entropy_is_torchs_on_the_offset_logits(smoothing):
+    """Training sees logits + tau * log(prior) (torch's CrossEntropyLoss on those); the
+    predictions and the reported per-example loss still read the raw logits."""
+    logits = (RNG.normal(size=(12, 3)) * 2).astype(np.float32)
+    labels = np.array([0] * 8 + [1] * 3 + [2], np.int32)
+    offsets = logit_offsets(labels, 3, tau=1.5)
+    np.testing.assert_allclose(offsets, 1.5 * np.log([8 / 12, 3 / 12, 1 / 12]), rtol=1e-12)
+    loss = Loss(label_smoothing=smoothing, logit_offsets=offsets)
+    expected = torch.nn.CrossEntropyLoss(label_smoothing=smoothing)(
+        t(logits) + t(offsets), t(labels, torch.long)).item()
+    assert float(loss(jnp.asarray(logits), jnp.asarray(labels))) == pytest.approx(expected,
+                                                                                  rel=1e-5)
+    plain = Loss(label_smoothing=smoothing)
+    np.testing.assert_array_equal(loss.predictions(jnp.asarray(logits)),
+                                  plain.predictions(jnp.asarray(logits)))
+    np.testing.assert_allclose(loss.per_example(jnp.asarray(logits), jnp.asarray(labels)),
+                               plain.per_example(jnp.asarray(logits), jnp.asarray(labels)))
+
+
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "binary_cross_entropy"])
+def test_logit_adjustment_makes_equal_scores_optimal_for_any_prior(name):
+    """Closed form: a classifier that only learns per-class biases b minimises plain
+    cross-entropy at b = log(prior) + c, so the rare class is never predicted; with tau = 1
+    the minimum moves to b = c, every class alike, whatever the prior."""
+    labels = jnp.asarray([0] * 7 + [1] * 2 + [2] * 1 if name == "softmax_cross_entropy"
+                         else [0] * 9 + [1], jnp.int32)
+    classes = 3 if name == "softmax_cross_entropy" else 2
+    outputs = jnp.zeros((labels.size, classes if classes > 2 else 1))
+    adjusted = Loss(name=name, logit_offsets=logit_offsets(np.asarray(labels), classes, 1.0))
+
+    def bias_gradient(loss):
+        return jax.grad(lambda bias: loss(outputs + bias, labels))(jnp.zeros(outputs.shape[1]))
+
+    np.testing.assert_allclose(bias_gradient(adjusted), 0.0, atol=1e-6)
+    assert np.abs(bias_gradient(Loss(name=name))).max() > 0.1
+
+
+def test_logit_adjustment_settings():
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        checked(logit_adjustment=-1.0)
+    with pytest.raises(ConfigError, match="not 'hinge'"):
+        checked(name="hinge", logit_adjustment=1.0)
+    with pytest.raises(ConfigError, match="both correct"):
+        checked(class_weights="balanced", logit_adjustment=1.0)
+    loss = make_loss(loss_config(logit_adjustment=1.0), np.array([0, 0, 0, 1]), 2)
+    np.testing.assert_allclose(loss.logit_offsets, np.log([0.75, 0.25]))
+    assert make_loss(loss_config(), np.array([0, 1]), 2).logit_offsets is None
+    with pytest.raises(DataError, match=r"classes \[2\] have no examples; logit adjustment"):
+        make_loss(loss_config(logit_adjustment=1.0), np.array([0, 1]), 3)
 
 
 @pytest.mark.parametrize("name", ["mse", "binary_cross_entropy"])

@@ -49,6 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.label_smoothing = 0.0  # the cross-entropies only; in [0, 1]
     config.loss.class_weights = "none"  # classification: 'none' | 'balanced' | comma-separated
     #                                     positive numbers, one per class in class order
+    config.loss.logit_adjustment = 0.0  # the cross-entropies: tau >= 0; train on logits +
+    #                                     tau * log(training class frequencies), predict on the
+    #                                     logits (Menon et al. 2021); 0 = off, 1 = the paper's
     config.loss.huber_delta = 1.0  # 'huber': quadratic within this distance, in target units; > 0
 
     config.lr_find = ml_collections.ConfigDict()  # --mode=lr_find

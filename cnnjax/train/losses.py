@@ -71,6 +71,13 @@ class Loss:
     `multi_margin_loss` as its term, weighted the same way (MultiMarginLoss(weight=w,
     reduction='sum') / sum(w[y])); it has no smoothing.
 
+    Logit adjustment (Menon et al., "Long-tail learning via logit adjustment", ICLR 2021): with
+    offsets a = tau * log(prior) (the training labels' class frequencies), the cross-entropies
+    train on the scores s + a instead of s, while predictions, probabilities and the reported
+    per-example loss use s itself. Rare classes then need a larger margin during training, and
+    argmax(s) estimates the class that is most likely under equal priors: the loss is
+    consistent for balanced error, where class weights only re-weight examples.
+
     A mixup example (label y, `mix_label` y', `mix_weight` m) mixes both terms with the same
     weights, numerator m * numerator(y) + (1 - m) * numerator(y') and denominator
     m * w[y] + (1 - m) * w[y'], so m = 1 is torch's loss on y alone and, unweighted, the
@@ -88,6 +95,7 @@ class Loss:
     huber_delta: float = 1.0
     target_mean: float = 0.0
     target_std: float = 1.0
+    logit_offsets: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.name not in LOSSES:
@@ -97,6 +105,9 @@ class Loss:
         if self.class_weights is not None:  # a list from a config would not hash
             object.__setattr__(self, "class_weights",
                                tuple(float(w) for w in self.class_weights))
+        if self.logit_offsets is not None:
+            object.__setattr__(self, "logit_offsets",
+                               tuple(float(a) for a in self.logit_offsets))
 
     @property
     def regression(self) -> bool:
@@ -173,12 +184,23 @@ class Loss:
             return jnp.abs(values - targets)
         return optax.huber_loss(values, targets, delta=self.huber_delta)
 
+    def training_scores(self, outputs: jax.Array) -> jax.Array:
+        """`class_scores` plus the logit offsets, if any: what the training loss sees."""
+        scores = self.class_scores(outputs)
+        if self.logit_offsets is None:
+            return scores
+        if len(self.logit_offsets) != scores.shape[-1]:
+            raise ValueError(f"logit_offsets has {len(self.logit_offsets)} entries for "
+                             f"{scores.shape[-1]} classes.")
+        return scores + jnp.asarray(self.logit_offsets, jnp.float32)
+
     def _numerator(self, outputs: jax.Array, targets: jax.Array) -> jax.Array:
         """Per-example numerator [B] of the batch loss for one set of targets, in float32."""
-        numerator = self.per_example(outputs, targets)
         if self.regression:
-            return numerator
-        scores = self.class_scores(outputs)
+            return self.per_example(outputs, targets)
+        scores = self.training_scores(outputs)
+        numerator = (multi_margin_loss(scores, targets) if self.name == "hinge"
+                     else cross_entropy_loss(scores, targets))
         weights = None
         if self.class_weights is not None:
             if len(self.class_weights) != scores.shape[-1]:
@@ -210,6 +232,20 @@ def balanced_class_weights(labels: Sequence[int] | np.ndarray,
                            num_classes: int) -> tuple[float, ...]:
     """sklearn's 'balanced' weights, n / (num_classes * count_c): every class then carries
     the same total weight in the loss. Raises DataError when a class has no example."""
+    counts = _class_counts(labels, num_classes, "balanced class weights")
+    return tuple(float(w) for w in counts.sum() / (num_classes * counts))
+
+
+def logit_offsets(labels: Sequence[int] | np.ndarray, num_classes: int,
+                  tau: float) -> tuple[float, ...]:
+    """tau * log(prior), the prior being the labels' class frequencies (see `Loss`). Raises
+    DataError when a class has no example (its log-prior would be -inf)."""
+    counts = _class_counts(labels, num_classes, "logit adjustment")
+    return tuple(float(a) for a in tau * np.log(counts / counts.sum()))
+
+
+def _class_counts(labels: Sequence[int] | np.ndarray, num_classes: int,
+                  needed_by: str) -> np.ndarray:
     labels = np.asarray(labels, np.int64).ravel()
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise DataError(f"labels must lie in [0, {num_classes}); found "
@@ -217,9 +253,9 @@ def balanced_class_weights(labels: Sequence[int] | np.ndarray,
     counts = np.bincount(labels, minlength=num_classes)
     empty = np.flatnonzero(counts == 0).tolist()
     if empty:
-        raise DataError(f"classes {empty} have no examples; balanced class weights need at "
-                        f"least one example of each of the {num_classes} classes.")
-    return tuple(float(w) for w in labels.size / (num_classes * counts))
+        raise DataError(f"classes {empty} have no examples; {needed_by} needs at least one "
+                        f"example of each of the {num_classes} classes.")
+    return counts
 
 
 def parse_class_weights(spec: object) -> str | tuple[float, ...] | None:

@@ -16,7 +16,7 @@ from cnnjax.errors import ConfigError, DataError
 from cnnjax.models.norms import norm_paths
 from cnnjax.models.registry import get_model
 from cnnjax.train.losses import (REGRESSION_LOSSES, Loss, balanced_class_weights,
-                                  parse_class_weights)
+                                  logit_offsets, parse_class_weights)
 from cnnjax.train.optim import make_optimizer
 from cnnjax.train.param_groups import (frozen_mask, matches, param_paths,
                                        unmatched_patterns)
@@ -28,8 +28,8 @@ FREEZE_NORM_MODES = ("train", "frozen")
 def make_loss(config: Any, train_labels: np.ndarray, num_classes: int,
               train_targets: np.ndarray | None = None) -> Loss:
     """`config.loss`: its `name`, label smoothing, class weights 'none', 'balanced'
-    (n / (k * n_c) over the training labels) or explicit numbers in class order, and
-    `huber_delta`. A regression loss scales the model's output by the training targets'
+    (n / (k * n_c) over the training labels) or explicit numbers in class order, logit
+    adjustment (tau * log of the training labels' class frequencies), and `huber_delta`. A regression loss scales the model's output by the training targets'
     mean and standard deviation (see `Loss`), so the data must carry targets."""
     name = config.loss.name
     scaling: dict[str, float] = {}
@@ -47,8 +47,10 @@ def make_loss(config: Any, train_labels: np.ndarray, num_classes: int,
         raise ConfigError(f"config.loss.class_weights={config.loss.class_weights!r} must be "
                           f"'none', 'balanced' or {num_classes} positive comma-separated "
                           f"numbers.")
+    tau = float(config.loss.logit_adjustment)
+    offsets = logit_offsets(train_labels, num_classes, tau) if tau else None
     return Loss(label_smoothing=float(config.loss.label_smoothing), class_weights=weights,
-                name=name, huber_delta=float(config.loss.huber_delta),
+                name=name, huber_delta=float(config.loss.huber_delta), logit_offsets=offsets,
                 **scaling)
 
 
