@@ -37,6 +37,11 @@ recordings, 369 train / 92 validation per fold), mean ± std over the five folds
   (`--config.fine_tune.unfreeze_after=0 --config.freeze_norm=frozen`), 8 min 18 s: balanced
   accuracy 0.546 ± 0.064, macro-F1 0.359 ± 0.052; recall extrastole 0.762, murmur 0.684,
   normal 0.191.
+- From scratch with logit adjustment instead of balanced class weights
+  (`--config.loss.class_weights=none --config.loss.logit_adjustment=1.0`, the paper's tau,
+  fixed before the run; 2026-11-30, same machine), 13 min: balanced accuracy
+  0.612 ± 0.046, macro-F1 0.517 ± 0.040, accuracy 0.549 ± 0.048; recall extrastole 0.589,
+  murmur 0.768, normal 0.478. No better than the class weights.
 Short of the targets (balanced accuracy 0.70, macro-F1 0.60, every recall 0.55), and neither
 pretrained backbone beats from-scratch training here.
 """
