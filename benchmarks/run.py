@@ -23,6 +23,11 @@ XLA_FLAGS as it finds them.
 (bf16 convolutions and matmuls, float32 parameters, statistics and optimizer) against
 PyTorch's automatic mixed precision (`torch.autocast` to bfloat16 around forward and loss).
 `--batch` replaces every workload's batch size (the largest batch that fits a GPU).
+
+`--sweep` measures instead ResNet-18 and ResNet-34, train and eval steps, batch 16, on
+one-channel inputs of every side from 32 to 224 (`--sizes 64,80,...` for other sides), and
+checks that step time grows with the input's area: a side whose step costs more than a larger
+side's (by over `--cliff-tolerance`) is reported as a cliff, and the run exits with status 1.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -187,16 +192,58 @@ def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
-def size_sweep(sizes: list[int]) -> list[Workload]:
-    """ResNet-18 train steps on one-channel inputs of each side: step time should grow with
-    the input's area, and a size that costs more than a larger one is a cliff to look at."""
-    return [Workload(f"resnet18_spectrogram_train_{size}", "resnet18", True, 16, size,
-                     channels=1, num_classes=3) for size in sizes]
+SWEEP_SIZES = (32, 48, 64, 80, 96, 112, 128, 160, 192, 224)
+SWEEP_ARCHS = ("resnet18", "resnet34")
+
+
+def size_sweep(sizes: Sequence[int], archs: Sequence[str] = SWEEP_ARCHS) -> list[Workload]:
+    """Train and eval steps of each architecture, batch 16, on one-channel inputs of each
+    side (spectrograms): step time should grow with the input's area, and a side that costs
+    more than a larger one is a cliff (`cliffs`)."""
+    return [Workload(f"{arch}_{'train' if train else 'eval'}_{size}x{size}x1", arch, train,
+                     16, size, channels=1, num_classes=3)
+            for arch in archs for train in (True, False) for size in sizes]
+
+
+def cliffs(rows: list[dict], tolerance: float = 0.25) -> list[str]:
+    """The sweep's cliffs: each row whose step takes more than (1 + tolerance) times the step
+    of a row of the same architecture and mode with a larger input, as one line each."""
+    found = []
+    for row in rows:
+        for larger in rows:
+            same_series = (larger["arch"], larger["train"]) == (row["arch"], row["train"])
+            if same_series and larger["size"] > row["size"] \
+                    and row["step_ms"] > (1 + tolerance) * larger["step_ms"]:
+                found.append(f"{row['arch']} {'train' if row['train'] else 'eval'} "
+                             f"{row['size']}x{row['size']}: {row['step_ms']:.0f} ms per step, "
+                             f"more than {larger['step_ms']:.0f} ms at "
+                             f"{larger['size']}x{larger['size']}")
+                break
+    return found
+
+
+def print_sweep(rows: list[dict], tolerance: float) -> list[str]:
+    """Milliseconds per step, one line per architecture and mode, one column per side; then
+    the cliffs, which it returns."""
+    sizes = sorted({row["size"] for row in rows})
+    print(f"\nms per step of {rows[0]['batch']} by input side (one channel):")
+    print(f"{'series':16}" + "".join(f"{size:>8}" for size in sizes))
+    for series in dict.fromkeys((row["arch"], row["train"]) for row in rows):
+        by_size = {row["size"]: row["step_ms"] for row in rows
+                   if (row["arch"], row["train"]) == series}
+        name = f"{series[0]} {'train' if series[1] else 'eval'}"
+        print(f"{name:16}" + "".join(f"{by_size[size]:8.0f}" if size in by_size
+                                     else f"{'-':>8}" for size in sizes))
+    found = cliffs(rows, tolerance)
+    print("\n".join(["cliffs (a step slower than a larger input's):", *found]) if found
+          else f"no cliff: no step costs more than {1 + tolerance:.2f}x a larger input's")
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="", help="comma-separated workload names")
+    parser.add_argument("--only", default="",
+                        help="comma-separated workload names (with --sweep: or architectures)")
     parser.add_argument("--torch", action="store_true", help="measure PyTorch as well")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
@@ -204,9 +251,14 @@ def main() -> None:
                         help="compute dtype (bfloat16: cnnjax bf16 compute vs torch autocast)")
     parser.add_argument("--batch", type=int, default=None,
                         help="batch size for every workload instead of its own")
-    parser.add_argument("--sizes", default="",
-                        help="comma-separated input sides, e.g. 64,80,96,128: instead of the "
-                             "suite, ResNet-18 spectrogram train steps (one channel) at each")
+    parser.add_argument("--sweep", action="store_true",
+                        help="instead of the suite, ResNet-18/34 train and eval steps on "
+                             "one-channel inputs of each side in --sizes, with a cliff check")
+    parser.add_argument("--sizes", default=",".join(map(str, SWEEP_SIZES)),
+                        help="comma-separated input sides for --sweep (implies it when given)")
+    parser.add_argument("--cliff-tolerance", type=float, default=0.25,
+                        help="--sweep: a step more than 1 + this times a larger input's step "
+                             "is a cliff")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--xla-defaults", action="store_true",
                         help="do not add cnnjax's XLA flags (measure XLA_FLAGS as set)")
@@ -214,8 +266,10 @@ def main() -> None:
     if not args.xla_defaults:
         use_fast_xla_flags()
     chosen = [w for w in WORKLOADS if not args.only or w.name in args.only.split(",")]
-    if args.sizes:
-        chosen = size_sweep([int(size) for size in args.sizes.split(",")])
+    sweep = args.sweep or args.sizes != parser.get_default("sizes")
+    if sweep:
+        chosen = [w for w in size_sweep([int(size) for size in args.sizes.split(",")])
+                  if not args.only or {w.name, w.arch} & set(args.only.split(","))]
     if not chosen:
         parser.error(f"--only matches no workload; choose from {[w.name for w in WORKLOADS]}")
     chosen = [dataclasses.replace(w, dtype=args.dtype, batch=args.batch or w.batch)
@@ -250,7 +304,8 @@ def main() -> None:
     rows = []
     for w in chosen:
         row = {**dataclasses.asdict(w), "first_step_s": compile_s[w.name],
-               "gflop_per_step": flops[w.name] / 1e9}
+               "gflop_per_step": flops[w.name] / 1e9,
+               "step_ms": statistics.median(times[w.name, "cnnjax"]) * 1e3}
         for impl in impls:
             step_s = statistics.median(times[w.name, impl])
             row[impl] = {"step_s": step_s, "images_per_s": w.batch / step_s,
@@ -262,11 +317,14 @@ def main() -> None:
                                              / row["torch_channels_last"]["images_per_s"])
         rows.append(row)
     print_table(rows, impls, ceiling)
+    found = print_sweep(rows, args.cliff_tolerance) if sweep else []
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"machine": machine(), "matmul_gflops": ceiling,
                                         "steps": args.steps, "repeats": args.repeats,
-                                        "rows": rows}, indent=2))
+                                        "rows": rows, "cliffs": found}, indent=2))
+    if found:
+        raise SystemExit(1)
 
 
 def print_table(rows: list[dict], impls: list[str], ceiling: float) -> None:

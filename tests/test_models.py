@@ -6,7 +6,8 @@ import pytest
 
 from cnnjax.errors import ConfigError
 from cnnjax.models import SimpleCNN, get_model, resnet18, resnet34, resnet50
-from cnnjax.models.layers import avg_pool_2x2, max_pool, max_pool_2x2, min_pool_2x2
+from cnnjax.models.layers import (avg_pool_2x2, conv_general_dilated, max_pool, max_pool_2x2,
+                                  min_pool_2x2)
 
 
 def param_count(tree) -> int:
@@ -88,6 +89,57 @@ def test_strided_max_pool_and_its_gradient_match_reduce_window(padding):
     ours = jax.grad(lambda x: jnp.sum(max_pool(x, 3, 2, padding) * weights))(x)
     theirs = jax.grad(lambda x: jnp.sum(reference(x) * weights))(x)
     np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("shape, window, stride, padding, as_dot", [
+    ((3, 2, 2, 8), 3, 1, ((1, 1), (1, 1)), True),  # ResNet's layer4 at 64x64 inputs
+    ((3, 1, 8, 8), 3, 1, ((1, 1), (1, 1)), True),  # ... at 32x256
+    ((3, 1, 1, 8), 3, 1, ((1, 1), (1, 1)), True),
+    ((3, 4, 4, 8), 3, 2, ((1, 1), (1, 1)), True),  # its output map, 2x2, is the small one
+    ((3, 5, 3, 8), 3, 1, "VALID", True),
+    ((3, 2, 3, 8), 3, 2, "SAME", True),
+    ((3, 3, 3, 8), 3, 1, ((1, 1), (1, 1)), False),  # as many pixels as taps: lax's
+    ((3, 2, 2, 8), 1, 1, ((0, 0), (0, 0)), False),
+])
+def test_convolutions_on_small_maps_are_dots_with_lax_values_and_gradients(
+        shape, window, stride, padding, as_dot):
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    kernel = jax.random.normal(jax.random.PRNGKey(1), (window, window, shape[-1], 5))
+
+    def conv(impl, x, kernel):
+        return impl(x, kernel, (stride, stride), padding,
+                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    ours = conv(conv_general_dilated, x, kernel)
+    reference = conv(jax.lax.conv_general_dilated, x, kernel)
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
+    weights = jax.random.normal(jax.random.PRNGKey(2), reference.shape)
+    grads = [jax.grad(lambda x, k: jnp.sum(conv(impl, x, k) * weights), (0, 1))(x, kernel)
+             for impl in (conv_general_dilated, jax.lax.conv_general_dilated)]
+    for ours_grad, reference_grad in zip(*grads):
+        np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-5, atol=1e-5)
+    jaxpr = str(jax.make_jaxpr(lambda x, k: conv(conv_general_dilated, x, k))(x, kernel))
+    assert ("conv_general_dilated" not in jaxpr) == as_dot
+
+
+@pytest.mark.parametrize("side", [(64, 64), (32, 256), (48, 48)])
+def test_resnet_train_step_compiles_without_swapped_convolutions(side):
+    # XLA swaps the operands of a convolution whose window has more taps than its map has
+    # pixels and runs the swapped form as a slow emitted loop (a window reversal in the
+    # compiled program): the small-input cliff of benchmarks/NOTES.md.
+    model = resnet18(num_classes=3, in_channels=1)
+    x = jnp.zeros((2, *side, 1))
+    variables = model.init(jax.random.PRNGKey(0), x)
+
+    def loss(params):
+        logits, _ = model.apply({**variables, "params": params}, x, train=True,
+                                mutable=["batch_stats"])
+        return jnp.sum(logits)
+
+    hlo = jax.jit(jax.grad(loss)).lower(variables["params"]).compile().as_text()
+    swapped = [line for line in hlo.splitlines()
+               if "convolution(" in line and "rhs_reversal" in line]
+    assert not swapped, swapped
 
 
 def test_batch_norm_statistics_update_in_train_mode_only():

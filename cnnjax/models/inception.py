@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from cnnjax.errors import ConfigError
 from cnnjax.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cnnjax.models.heads import check_head, fresh_head
-from cnnjax.models.layers import Dtype, global_avg_pool, max_pool
+from cnnjax.models.layers import Dtype, conv_general_dilated, global_avg_pool, max_pool
 from cnnjax.models.norms import bn_layer, check_frozen_norms, nested_norms
 
 # torchvision's children in forward order: `features_at` may name any of them.
@@ -60,7 +60,8 @@ class BasicConv2d(nn.Module):
         pad_h, pad_w = self.padding
         x = nn.Conv(self.features, self.kernel, strides=(self.stride, self.stride),
                     padding=((pad_h, pad_h), (pad_w, pad_w)), use_bias=False, dtype=self.dtype,
-                    kernel_init=_init(self.stddev), name="conv")(x)
+                    kernel_init=_init(self.stddev),
+                    conv_general_dilated=conv_general_dilated, name="conv")(x)
         return nn.relu(bn_layer(self, train, "bn", epsilon=1e-3)(x))
 
 

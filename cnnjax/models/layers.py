@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 Dtype = Any
 
@@ -24,7 +25,65 @@ def torch_conv(features: int, kernel: int, stride: int = 1, *, padding: int | No
     pad = kernel // 2 if padding is None else padding
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                    padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype,
-                   kernel_init=conv_kernel_init, name=name)
+                   kernel_init=conv_kernel_init, conv_general_dilated=conv_general_dilated,
+                   name=name)
+
+
+_NHWC = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+
+
+def conv_general_dilated(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides: Sequence[int],
+                         padding: str | Sequence[tuple[int, int]], lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+                         batch_group_count: int = 1, precision=None,
+                         preferred_element_type=None) -> jnp.ndarray:
+    """`lax.conv_general_dilated` (the `conv_general_dilated` of every `nn.Conv` here), except
+    that a 2-D NHWC/HWIO convolution whose window has more taps than its input or its output
+    has pixels runs as `patch_conv`: one dot over the window's strided slices.
+
+    XLA's algebraic simplifier swaps such a convolution's operands (the feature map becomes
+    the window, which is smaller), and XLA:CPU has no library kernel for the swapped form (a
+    reversed window in a feature-major layout): it runs as an emitted loop at well under
+    1 GFLOP/s. ResNet's 3x3 convolutions on layer4's 2x2 map (48x48 and 64x64 inputs) took
+    ~0.5 s each, forward and input gradient, where the same layer on a 3x3 map takes ~6 ms
+    (the input gradient is a convolution over the output's map, hence the output counts too;
+    benchmarks/NOTES.md). The dot sums the same products, equal to float32 rounding.
+    """
+    dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    plain = (lhs.ndim == 4 and dims == _NHWC and feature_group_count == 1
+             and batch_group_count == 1 and set(lhs_dilation or (1,)) == {1}
+             and set(rhs_dilation or (1,)) == {1})
+    if plain:
+        pads = (lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+                if isinstance(padding, str) else padding)
+        pads = tuple((int(low), int(high)) for low, high in pads)
+        out = [(size + low + high - window) // stride + 1 for size, (low, high), window, stride
+               in zip(lhs.shape[1:3], pads, rhs.shape[:2], window_strides)]
+        taps = rhs.shape[0] * rhs.shape[1]
+        if taps > 1 and taps > min(lhs.shape[1] * lhs.shape[2], out[0] * out[1]):
+            return patch_conv(lhs, rhs, tuple(window_strides), pads, precision,
+                              preferred_element_type)
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                    rhs_dilation, dimension_numbers, feature_group_count,
+                                    batch_group_count, precision, preferred_element_type)
+
+
+def patch_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
+               padding: Sequence[tuple[int, int]], precision=None,
+               preferred_element_type=None) -> jnp.ndarray:
+    """An NHWC x HWIO convolution as one dot: the zero-padded input's strided slices, one per
+    window tap, side by side along the channels (im2col), times the kernel flattened to
+    (taps * in, out). Its gradients are dots, pads and slices: no convolution anywhere."""
+    window_h, window_w, _, features = kernel.shape
+    x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    out_h = (x.shape[1] - window_h) // strides[0] + 1
+    out_w = (x.shape[2] - window_w) // strides[1] + 1
+    patches = jnp.concatenate(
+        [x[:, row:row + strides[0] * (out_h - 1) + 1:strides[0],
+           col:col + strides[1] * (out_w - 1) + 1:strides[1], :]
+         for row in range(window_h) for col in range(window_w)], axis=-1)
+    return lax.dot_general(patches, kernel.reshape(-1, features), (((3,), (0,)), ((), ())),
+                           precision=precision, preferred_element_type=preferred_element_type)
 
 
 class TorchBatchNorm(nn.Module):

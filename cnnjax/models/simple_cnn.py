@@ -7,7 +7,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.models.layers import POOLS_2X2, Dtype, flatten, global_avg_pool, torch_dense
+from cnnjax.models.layers import (POOLS_2X2, Dtype, conv_general_dilated, flatten, global_avg_pool,
+                                   torch_dense)
 from cnnjax.models.norms import bn_layer, check_frozen_norms
 
 HEAD_POOLS = {"flatten": flatten, "gap": global_avg_pool}
@@ -37,7 +38,8 @@ class SimpleCNN(nn.Module):
         pool = POOLS_2X2[self.pool]
         for i, width in enumerate(self.widths):
             x = nn.Conv(width, (3, 3), padding="VALID", use_bias=not self.batch_norm,
-                        dtype=self.dtype, name=f"conv{i + 1}")(x)
+                        dtype=self.dtype, conv_general_dilated=conv_general_dilated,
+                        name=f"conv{i + 1}")(x)
             if self.batch_norm:
                 x = bn_layer(self, train, f"bn{i + 1}")(x)
             x = pool(nn.relu(x))
