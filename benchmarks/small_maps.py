@@ -1,7 +1,7 @@
 """Small inputs' cliff: convolutions on feature maps with fewer pixels than window taps, as
 `lax.conv_general_dilated` (what cnnjax ran before) and as cnnjax's
-`layers.conv_general_dilated` (a dot over strided slices for those maps), side by side in one
-process.
+`layers.conv_general_dilated` (two dots for those maps: the windows gathered by a 0/1
+selection, then the kernel), side by side in one process.
 
     python -m benchmarks.small_maps [--sizes 32,48,64,80,96,128] [--layers-at 64,128]
                                     [--steps 4] [--repeats 2]

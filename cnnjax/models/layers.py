@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 Dtype = Any
@@ -39,7 +41,7 @@ def conv_general_dilated(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides: Seq
                          preferred_element_type=None) -> jnp.ndarray:
     """`lax.conv_general_dilated` (the `conv_general_dilated` of every `nn.Conv` here), except
     that a 2-D NHWC/HWIO convolution whose window has more taps than its input or its output
-    has pixels runs as `patch_conv`: one dot over the window's strided slices.
+    has pixels runs as `small_map_conv`: one matrix product over the whole map.
 
     XLA's algebraic simplifier swaps such a convolution's operands (the feature map becomes
     the window, which is smaller), and XLA:CPU has no library kernel for the swapped form (a
@@ -47,7 +49,7 @@ def conv_general_dilated(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides: Seq
     1 GFLOP/s. ResNet's 3x3 convolutions on layer4's 2x2 map (48x48 and 64x64 inputs) took
     ~0.5 s each, forward and input gradient, where the same layer on a 3x3 map takes ~6 ms
     (the input gradient is a convolution over the output's map, hence the output counts too;
-    benchmarks/NOTES.md). The dot sums the same products, equal to float32 rounding.
+    benchmarks/NOTES.md). The product sums the same terms, equal to float32 rounding.
     """
     dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
     plain = (lhs.ndim == 4 and dims == _NHWC and feature_group_count == 1
@@ -61,29 +63,50 @@ def conv_general_dilated(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides: Seq
                in zip(lhs.shape[1:3], pads, rhs.shape[:2], window_strides)]
         taps = rhs.shape[0] * rhs.shape[1]
         if taps > 1 and taps > min(lhs.shape[1] * lhs.shape[2], out[0] * out[1]):
-            return patch_conv(lhs, rhs, tuple(window_strides), pads, precision,
-                              preferred_element_type)
+            return small_map_conv(lhs, rhs, tuple(window_strides), pads, precision,
+                                  preferred_element_type)
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
                                     rhs_dilation, dimension_numbers, feature_group_count,
                                     batch_group_count, precision, preferred_element_type)
 
 
-def patch_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
-               padding: Sequence[tuple[int, int]], precision=None,
-               preferred_element_type=None) -> jnp.ndarray:
-    """An NHWC x HWIO convolution as one dot: the zero-padded input's strided slices, one per
-    window tap, side by side along the channels (im2col), times the kernel flattened to
-    (taps * in, out). Its gradients are dots, pads and slices: no convolution anywhere."""
+def small_map_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
+                   padding: Sequence[tuple[int, int]], precision=None,
+                   preferred_element_type=None) -> jnp.ndarray:
+    """An NHWC x HWIO convolution on a small map as two dots: the first gathers every output
+    pixel's window (im2col) as a product with a constant 0/1 tap-selection tensor, exact in
+    any dtype (one input pixel per output pixel and tap, zero where the window hangs over the
+    edge); the second contracts the windows with the kernel. The gradients are dots too.
+    Cheap where it is used, on maps with fewer pixels than the window has taps, and as few
+    operations for XLA to compile as a convolution."""
+    batch, height, width, channels = x.shape
     window_h, window_w, _, features = kernel.shape
-    x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-    out_h = (x.shape[1] - window_h) // strides[0] + 1
-    out_w = (x.shape[2] - window_w) // strides[1] + 1
-    patches = jnp.concatenate(
-        [x[:, row:row + strides[0] * (out_h - 1) + 1:strides[0],
-           col:col + strides[1] * (out_w - 1) + 1:strides[1], :]
-         for row in range(window_h) for col in range(window_w)], axis=-1)
-    return lax.dot_general(patches, kernel.reshape(-1, features), (((3,), (0,)), ((), ())),
-                           precision=precision, preferred_element_type=preferred_element_type)
+    select = _tap_selection((height, width), (window_h, window_w), strides, padding)
+    windows = lax.dot_general(  # [batch, in, pixels_out, taps]
+        x.reshape(batch, height * width, channels), jnp.asarray(select, x.dtype),
+        (((1,), (0,)), ((), ())), precision=lax.Precision.HIGHEST)
+    out = lax.dot_general(windows, kernel.reshape(window_h * window_w, channels, features),
+                          (((3, 1), (0, 1)), ((), ())), precision=precision,
+                          preferred_element_type=preferred_element_type)
+    out_h = (height + sum(padding[0]) - window_h) // strides[0] + 1
+    return out.reshape(batch, out_h, -1, features)
+
+
+@functools.lru_cache(maxsize=None)
+def _tap_selection(size: tuple[int, int], window: tuple[int, int], strides: tuple[int, int],
+                   padding: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """[pixels_in, pixels_out, taps] 0/1: which window tap joins input pixel p to output q."""
+    (height, width), (window_h, window_w) = size, window
+    out_h = (height + sum(padding[0]) - window_h) // strides[0] + 1
+    out_w = (width + sum(padding[1]) - window_w) // strides[1] + 1
+    select = np.zeros((height * width, out_h * out_w, window_h * window_w), np.float32)
+    for oy, ox, ky, kx in itertools.product(range(out_h), range(out_w), range(window_h),
+                                            range(window_w)):
+        iy = oy * strides[0] + ky - padding[0][0]
+        ix = ox * strides[1] + kx - padding[1][0]
+        if 0 <= iy < height and 0 <= ix < width:
+            select[iy * width + ix, oy * out_w + ox, ky * window_w + kx] = 1.0
+    return select
 
 
 class TorchBatchNorm(nn.Module):
