@@ -43,7 +43,7 @@ recordings, 369 train / 92 validation per fold), mean ± std over the five folds
   0.612 ± 0.046, macro-F1 0.517 ± 0.040, accuracy 0.549 ± 0.048; recall extrastole 0.589,
   murmur 0.768, normal 0.478. No better than the class weights.
 - The same with 8 s windows at the same time resolution (`--config.data.crop_seconds=8.0
-  --config.data.image_size="(96,192)"`, more context for extrastole's early beat), 23 min:
+  --config.data.image_size="(96,192)"`, more context for extrastole's early beat), 20 min:
   balanced accuracy 0.576 ± 0.128, macro-F1 0.529 ± 0.082, accuracy 0.621 ± 0.064; recall
   extrastole 0.413, murmur 0.684, normal 0.631 (fold 5 fell to 0.375). Worse, and less stable.
 Short of the targets (balanced accuracy 0.70, macro-F1 0.60, every recall 0.55), and neither
