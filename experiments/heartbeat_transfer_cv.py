@@ -46,6 +46,9 @@ recordings, 369 train / 92 validation per fold), mean ± std over the five folds
   --config.data.image_size="(96,192)"`, more context for extrastole's early beat), 20 min:
   balanced accuracy 0.576 ± 0.128, macro-F1 0.529 ± 0.082, accuracy 0.621 ± 0.064; recall
   extrastole 0.413, murmur 0.684, normal 0.631 (fold 5 fell to 0.375). Worse, and less stable.
+- PhysioNet-pretrained (60-epoch backbone) with logit adjustment instead of class weights,
+  13 min: balanced accuracy 0.606 ± 0.042, macro-F1 0.533 ± 0.040, accuracy 0.551 ± 0.054;
+  recall extrastole 0.584, murmur 0.747, normal 0.487. Again level with from-scratch.
 Short of the targets (balanced accuracy 0.70, macro-F1 0.60, every recall 0.55), and neither
 pretrained backbone beats from-scratch training here.
 """
