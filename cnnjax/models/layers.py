@@ -41,7 +41,7 @@ def conv_general_dilated(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides: Seq
                          preferred_element_type=None) -> jnp.ndarray:
     """`lax.conv_general_dilated` (the `conv_general_dilated` of every `nn.Conv` here), except
     that a 2-D NHWC/HWIO convolution whose window has more taps than its input or its output
-    has pixels runs as `small_map_conv`: one matrix product over the whole map.
+    has pixels runs as `small_map_conv`: two dots, no convolution.
 
     XLA's algebraic simplifier swaps such a convolution's operands (the feature map becomes
     the window, which is smaller), and XLA:CPU has no library kernel for the swapped form (a
