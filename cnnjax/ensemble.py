@@ -1,6 +1,6 @@
 """Ensembles of finished classification runs, judged on the same validation recordings: each
 recording's class probabilities averaged over the runs (`val_predictions.csv`, which every
-run writes), then the report a single run would give. For cross-validation workdirs
+classification run writes), then the report a single run would give. For cross-validation workdirs
 (`--mode=cv`) fold i of every run is averaged with fold i of the others and the cv reports
 are written as `--mode=cv` writes them, so an ensemble of seeds or of recipes reads like
 one more row beside its members.
