@@ -65,3 +65,18 @@ def assert_top_losses_match(path, report) -> None:
         actual = max(float(row["actual_probability"]), np.finfo(np.float64).tiny)
         assert float(row["predicted_probability"]) >= actual
         assert math.isclose(loss, -math.log(actual), rel_tol=1e-6), row
+
+
+def assert_val_predictions_match(path, report) -> None:
+    """`val_predictions.csv` holds every validation recording once, with probabilities that
+    sum to 1 and whose argmax gives `report`'s confusion matrix."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    names = report["class_names"]
+    assert len(rows) == report["num_examples"] == len({row["file"] for row in rows})
+    probabilities = np.array([[float(row[n]) for n in names] for row in rows])
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
+    confusion = np.zeros((len(names), len(names)), np.int64)
+    for row, predicted in zip(rows, probabilities.argmax(1)):
+        confusion[names.index(row["label"]), predicted] += 1
+    assert confusion.tolist() == report["confusion_matrix"]

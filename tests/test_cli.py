@@ -7,9 +7,11 @@ import sys
 
 import pytest
 
+from cnnjax.ensemble import ensemble
 from conftest import REPO
 from readback import (CURVES_SIZE, TRAIN, VALIDATION, assert_confusion_png,
-                      assert_top_losses_match, count_colour, read_png)
+                      assert_top_losses_match, assert_val_predictions_match, count_colour,
+                      read_png)
 
 TINY = ["--config.num_epochs=2", "--config.data.workers=1", "--config.batch_size=4", "--config.eval_batch_size=8",
         "--config.data.image_size=(32,32)", "--config.data.crop_seconds=1.0",
@@ -68,6 +70,11 @@ def test_default_experiment_with_tiny_overrides_writes_every_output(tmp_path):
     assert reevaluated["confusion_matrix"] == reports[best["epoch"]]["confusion_matrix"]
     assert_confusion_png(workdir / "confusion_matrix.png", reevaluated["confusion_matrix"])
     assert_top_losses_match(workdir / "top_losses.csv", reevaluated)
+    assert_val_predictions_match(workdir / "val_predictions.csv", reevaluated)
+    # A run ensembled with itself is that run.
+    alone = ensemble([workdir, workdir], tmp_path / "ensemble")
+    assert alone["confusion_matrix"] == reevaluated["confusion_matrix"]
+    assert alone["balanced_accuracy"] == pytest.approx(reevaluated["balanced_accuracy"])
 
 
 @pytest.mark.parametrize("flag, message", [

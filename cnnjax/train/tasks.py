@@ -26,6 +26,7 @@ from cnnjax.train.losses import REGRESSION_LOSSES, Loss, multi_margin_loss
 
 PREDICTION_PLOT = "predicted_vs_true.png"
 TOP_LOSSES_FILE = "top_losses.csv"
+VAL_PREDICTIONS_FILE = "val_predictions.csv"
 
 
 class Evaluation(NamedTuple):
@@ -122,13 +123,18 @@ class Classification(_Task):
     def write_report(self, workdir: Path, report: dict[str, Any], evaluation: Evaluation,
                      datasets: Datasets, title: str) -> None:
         """`report.json`, `confusion_matrix.png`, `top_losses.csv` (the recordings most
-        confidently misclassified) and the summary on stdout."""
+        confidently misclassified), `val_predictions.csv` (every validation recording's
+        class probabilities, what `cnnjax.ensemble` averages) and the summary on stdout."""
         names = datasets.class_names
         reporting.write_json(workdir / "report.json", report)
         reporting.plot_confusion_matrix(evaluation.confusion, names,
                                         workdir / "confusion_matrix.png", title=title)
         reporting.write_top_losses_csv(workdir / TOP_LOSSES_FILE, reporting.top_losses(
             datasets.val_file_names, datasets.val.labels, evaluation.outputs, names))
+        reporting.write_csv(workdir / VAL_PREDICTIONS_FILE, ["file", "label", *names], (
+            {"file": file, "label": names[label], **dict(zip(names, map(float, row)))}
+            for file, label, row in zip(datasets.val_file_names, datasets.val.labels,
+                                        evaluation.outputs)))
         print(reporting.format_summary(report, title=title), flush=True)
 
     def prediction_columns(self, class_names: Sequence[str]) -> list[str]:
