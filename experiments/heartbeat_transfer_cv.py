@@ -49,6 +49,14 @@ recordings, 369 train / 92 validation per fold), mean ± std over the five folds
 - PhysioNet-pretrained (60-epoch backbone) with logit adjustment instead of class weights,
   13 min: balanced accuracy 0.606 ± 0.042, macro-F1 0.533 ± 0.040, accuracy 0.551 ± 0.054;
   recall extrastole 0.584, murmur 0.747, normal 0.487. Again level with from-scratch.
+- The five fine-tuned 4 s runs above (from scratch and both backbones with class weights,
+  from scratch and the 60-epoch backbone with logit adjustment), their probabilities
+  averaged recording by recording (`python -m cnnjax.ensemble --out runs/ensemble
+  runs/scratch_cv runs/transfer60_cv runs/transfer30_cv runs/la_scratch_cv
+  runs/la_pretrained_cv`; every `fold_<i>` re-evaluated first with `--mode=eval
+  --config.checkpoint.best_metric=` to write its last epoch's `val_predictions.csv`): balanced
+  accuracy 0.610 ± 0.054, macro-F1 0.533 ± 0.025, accuracy 0.573 ± 0.026; recall extrastole
+  0.569, murmur 0.737, normal 0.525. No better than its members.
 Short of the targets (balanced accuracy 0.70, macro-F1 0.60, every recall 0.55), and neither
 pretrained backbone beats from-scratch training here.
 """
