@@ -35,6 +35,13 @@ EPOCH_ENDS_ONLY = "--config.checkpoint.every_steps=0"  # the default: steps repl
 SERIAL_FEATURES = "--config.data.feature_workers=1"
 
 
+def _ctrl_c_as_from_a_terminal() -> None:
+    """A suite started in the background (`cmd &` in a script, `nohup`) hands its children
+    SIGINT ignored, and a Python started so never raises KeyboardInterrupt: the run must see
+    Ctrl-C as a terminal delivers it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Launch:
     """A `cnnjax.main` process whose stderr is collected as it comes, so that a test can act
     the moment the run shows or writes something."""
@@ -47,7 +54,8 @@ class Launch:
         tiny = [flag for flag in TINY if flag.split("=")[0] not in overridden]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cnnjax.main", f"--workdir={workdir}", *tiny, *flags],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=_ctrl_c_as_from_a_terminal)
         self._chunks: list[bytes] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
