@@ -17,7 +17,8 @@ from cnnjax.data.pipeline import EVAL_WINDOWS, NORMALIZATIONS
 from cnnjax.errors import ConfigError
 from cnnjax.models.registry import MODELS, model_fields
 from cnnjax.parallel import PARALLEL_MODES
-from cnnjax.train.losses import LOSSES, REGRESSION_LOSSES, parse_class_weights
+from cnnjax.train.losses import (CROSS_ENTROPY_LOSSES, LOSSES, REGRESSION_LOSSES,
+                                  parse_class_weights)
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
 from cnnjax.train.recipe import COMPUTE_DTYPES, FREEZE_NORM_MODES
 from cnnjax.train.tasks import task_kind
@@ -149,7 +150,7 @@ def _check_logit_adjustment(loss: Any, weights: Any) -> None:
     tau = loss.logit_adjustment
     if not tau >= 0:
         raise ConfigError(f"config.loss.logit_adjustment={tau!r} must be >= 0 (0 is off).")
-    if tau and loss.name not in ("softmax_cross_entropy", "binary_cross_entropy"):
+    if tau and loss.name not in CROSS_ENTROPY_LOSSES:
         raise ConfigError(f"config.loss.logit_adjustment is for the cross-entropy losses, not "
                           f"{loss.name!r}; set it to 0.")
     if tau and weights is not None:

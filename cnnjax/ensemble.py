@@ -1,7 +1,7 @@
 """Ensembles of finished classification runs, judged on the same validation recordings: each
 recording's class probabilities averaged over the runs (`val_predictions.csv`, which every
-classification run writes), then the report a single run would give. For cross-validation workdirs
-(`--mode=cv`) fold i of every run is averaged with fold i of the others and the cv reports
+classification run writes), then the report a single run would give. For cross-validation
+workdirs (`--mode=cv`) fold i of every run is averaged with fold i of the others and the cv reports
 are written as `--mode=cv` writes them, so an ensemble of seeds or of recipes reads like
 one more row beside its members.
 
@@ -45,7 +45,7 @@ def read_predictions(path: Path) -> tuple[list[str], list[str], list[str], np.nd
 
 def ensemble_report(run_dirs: Sequence[Path]) -> dict[str, Any]:
     """The classification report of the runs' averaged probabilities (one validation set)."""
-    members = [read_predictions(Path(d) / VAL_PREDICTIONS_FILE) for d in run_dirs]
+    members = [read_predictions(d / VAL_PREDICTIONS_FILE) for d in run_dirs]
     files, labels, names, _ = members[0]
     for run_dir, (other_files, other_labels, other_names, _) in zip(run_dirs[1:],
                                                                      members[1:]):
@@ -63,8 +63,8 @@ def ensemble_report(run_dirs: Sequence[Path]) -> dict[str, Any]:
 
 def fold_dirs(run_dir: Path) -> list[Path]:
     """A cv workdir's `fold_<i>` folders in fold order, or [] for a single run."""
-    folds = sorted(run_dir.glob("fold_*"), key=lambda d: int(d.name.split("_")[1]))
-    return [d for d in folds if d.name.split("_")[1].isdigit()]
+    folds = [d for d in run_dir.glob("fold_*") if d.name.removeprefix("fold_").isdigit()]
+    return sorted(folds, key=lambda d: int(d.name.removeprefix("fold_")))
 
 
 def cv_settings(run_dir: Path) -> dict[str, Any]:

@@ -30,7 +30,8 @@ import optax
 from cnnjax.errors import ConfigError, DataError
 
 DEFAULT_LOSS = "softmax_cross_entropy"
-CLASSIFICATION_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy", "hinge")
+CROSS_ENTROPY_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy")
+CLASSIFICATION_LOSSES = (*CROSS_ENTROPY_LOSSES, "hinge")
 REGRESSION_LOSSES = ("mse", "mae", "huber")
 LOSSES = CLASSIFICATION_LOSSES + REGRESSION_LOSSES
 
@@ -170,7 +171,10 @@ class Loss:
         """The plain per-example term [B], float32: no class weights, no smoothing."""
         if self.regression:
             return self.regression_term(self.values(outputs), targets)
-        scores = self.class_scores(outputs)
+        return self._term(self.class_scores(outputs), targets)
+
+    def _term(self, scores: jax.Array, targets: jax.Array) -> jax.Array:
+        """The classification loss of each example's `scores`, unweighted."""
         if self.name == "hinge":
             return multi_margin_loss(scores, targets)
         return cross_entropy_loss(scores, targets)
@@ -199,8 +203,7 @@ class Loss:
         if self.regression:
             return self.per_example(outputs, targets)
         scores = self.training_scores(outputs)
-        numerator = (multi_margin_loss(scores, targets) if self.name == "hinge"
-                     else cross_entropy_loss(scores, targets))
+        numerator = self._term(scores, targets)
         weights = None
         if self.class_weights is not None:
             if len(self.class_weights) != scores.shape[-1]:

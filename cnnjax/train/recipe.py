@@ -29,8 +29,9 @@ def make_loss(config: Any, train_labels: np.ndarray, num_classes: int,
               train_targets: np.ndarray | None = None) -> Loss:
     """`config.loss`: its `name`, label smoothing, class weights 'none', 'balanced'
     (n / (k * n_c) over the training labels) or explicit numbers in class order, logit
-    adjustment (tau * log of the training labels' class frequencies), and `huber_delta`. A regression loss scales the model's output by the training targets'
-    mean and standard deviation (see `Loss`), so the data must carry targets."""
+    adjustment (tau * log of the training labels' class frequencies), and `huber_delta`. A
+    regression loss scales the model's output by the training targets' mean and standard
+    deviation (see `Loss`), so the data must carry targets."""
     name = config.loss.name
     scaling: dict[str, float] = {}
     if name in REGRESSION_LOSSES:
