@@ -1,8 +1,8 @@
-"""Where a ResNet-34 train step's time goes: each distinct convolution of the network timed
+"""Where a ResNet-34 (or ResNet-50) train step's time goes: each distinct convolution of the network timed
 alone (forward, input gradient, weight gradient) in XLA and in PyTorch channels_last,
 multiplied by how often the network uses it, beside the whole train step.
 
-    python -m benchmarks.conv_breakdown [--batch 32] [--size 128] [--steps 10]
+    python -m benchmarks.conv_breakdown [--arch resnet34] [--batch 32] [--size 128] [--steps 10]
 
 The convolutions' sum against the whole step tells how much of the gap to PyTorch is in the
 convolutions (the libraries: XLA's Eigen/YNNPACK, PyTorch's oneDNN) and how much in the rest
@@ -29,7 +29,7 @@ class Conv:
     cin: int
     cout: int
     size: int  # input height = width
-    count: int  # how many of these ResNet-34 has
+    count: int  # how many of these the network has
     first: bool = False  # the stem: a train step needs no gradient for its input
 
 
@@ -47,6 +47,27 @@ def resnet34_convs(size: int, channels: int = 3) -> list[Conv]:
             convs.append(Conv(3, 1, cout, cout, size, 2 * blocks))
         cin = cout
     return convs
+
+
+def resnet50_convs(size: int, channels: int = 3) -> list[Conv]:
+    """torchvision's ResNet-50 (v1.5: a stage's stride is in its first 3x3 convolution)."""
+    convs = [Conv(7, 2, channels, 64, size, 1, first=True)]
+    size //= 4
+    cin = 64
+    for stage, blocks in enumerate((3, 4, 6, 3)):
+        width, stride = 64 * 2**stage, 2 if stage else 1
+        convs += [Conv(1, 1, cin, width, size, 1), Conv(3, stride, width, width, size, 1),
+                  Conv(1, stride, cin, 4 * width, size, 1)]
+        size //= stride
+        convs.append(Conv(1, 1, width, 4 * width, size, blocks))
+        if blocks > 1:
+            convs += [Conv(1, 1, 4 * width, width, size, blocks - 1),
+                      Conv(3, 1, width, width, size, blocks - 1)]
+        cin = 4 * width
+    return convs
+
+
+CONVS = {"resnet34": resnet34_convs, "resnet50": resnet50_convs}
 
 
 def median_ms(fn: Callable[[], object], steps: int) -> float:
@@ -98,6 +119,7 @@ def torch_conv_ms(c: Conv, batch: int, steps: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", choices=sorted(CONVS), default="resnet34")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
@@ -106,12 +128,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
-    print(f"ResNet-34 convolutions, batch {args.batch}, {args.size}x{args.size}; ms per step "
+    print(f"{args.arch} convolutions, batch {args.batch}, {args.size}x{args.size}; ms per step "
           f"(x count); XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     print(f"{'conv':28} {'n':>3} {'xla fwd':>8} {'in grad':>8} {'w grad':>8} {'xla all':>8} "
           f"{'torch fwd':>9} {'torch all':>9}")
     totals = [0.0] * 4
-    for c in resnet34_convs(args.size):
+    for c in CONVS[args.arch](args.size):
         fwd, input_grad, weight_grad = jax_conv_ms(c, args.batch, args.steps)
         torch_fwd, torch_all = torch_conv_ms(c, args.batch, args.steps)
         xla_all = fwd + (0.0 if c.first else input_grad) + weight_grad
@@ -122,7 +144,7 @@ def main() -> None:
               f"{xla_all:8.1f} {torch_fwd:9.1f} {torch_all:9.1f}")
     print(f"{'sum x count':28} {'':3} {totals[0]:8.0f} {'':8} {'':8} {totals[1]:8.0f} "
           f"{totals[2]:9.0f} {totals[3]:9.0f}")
-    workload = Workload("resnet34_train", "resnet34", True, args.batch, args.size)
+    workload = Workload(f"{args.arch}_train", args.arch, True, args.batch, args.size)
     jax_ms = median_ms(jax_step(workload)[0], args.steps)
     torch_ms = median_ms(torch_step(workload, channels_last=True), args.steps)
     print(f"{'whole train step (Adam)':28} {'':3} {'':8} {'':8} {'':8} {jax_ms:8.0f} "

@@ -99,9 +99,12 @@ def test_strided_max_pool_and_its_gradient_match_reduce_window(padding):
     ((3, 5, 3, 8), 3, 1, "VALID", True),
     ((3, 2, 3, 8), 3, 2, "SAME", True),
     ((3, 3, 3, 8), 3, 1, ((1, 1), (1, 1)), False),  # as many pixels as taps: lax's
-    ((3, 2, 2, 8), 1, 1, ((0, 0), (0, 0)), False),
+    ((3, 2, 2, 8), 1, 1, ((0, 0), (0, 0)), True),  # 1x1: pointwise_conv
+    ((3, 7, 5, 8), 1, 2, ((0, 0), (0, 0)), True),  # ResNet's stride-2 downsample
+    ((3, 6, 6, 8), 1, 2, "VALID", True),
+    ((3, 4, 4, 8), 1, 1, ((1, 1), (1, 1)), False),  # padded 1x1: lax's
 ])
-def test_convolutions_on_small_maps_are_dots_with_lax_values_and_gradients(
+def test_small_map_and_1x1_convolutions_are_dots_with_lax_values_and_gradients(
         shape, window, stride, padding, as_dot):
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
     kernel = jax.random.normal(jax.random.PRNGKey(1), (window, window, shape[-1], 5))
