@@ -65,6 +65,9 @@ def validate_config(config: Any) -> None:
     images = config.data.name in IMAGE_SOURCES
     _check_numbers(config, POSITIVE if images else POSITIVE + AUDIO_POSITIVE)
     _check_normalization(config.data.normalization, images)
+    if images and config.augment.on_device:
+        raise ConfigError("config.augment.on_device=True is for spectrograms; images are "
+                          "augmented on the host.")
     _check_model(config)
     _check_loss(config)
     _check_phases(config)

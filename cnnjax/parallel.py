@@ -25,6 +25,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from cnnjax.data.device_windows import DeviceWindows
 from cnnjax.errors import ConfigError
 from cnnjax.train.state import TrainState
 from cnnjax.train.losses import Loss
@@ -100,15 +101,19 @@ class DataParallel:
     `lr_find` and prediction alike.
 
     States live in the device form this mode wants (`place`); `saveable` gives the form
-    checkpoints hold (one copy). Batches are numpy arrays of this process's share.
+    checkpoints hold (one copy). Batches are numpy arrays of this process's share. With
+    `device_windows`, training batches are built on the devices (`put_train_batch`).
     """
     mode: str = "jit"
     loss: Loss = Loss()
     grad_accum_steps: int = 1
+    device_windows: DeviceWindows | None = None
     mesh: Mesh = field(init=False)
     _local: NamedSharding = field(init=False, repr=False)  # pmap: one slice per local device
     _train: Callable[..., Any] = field(init=False, repr=False)
     _eval: Callable[..., Any] = field(init=False, repr=False)
+    _windows: Callable[..., Any] | None = field(init=False, repr=False, default=None)
+    _resident: Any = field(init=False, repr=False, default=None)  # placed spectrograms
 
     def __post_init__(self) -> None:
         self.mesh = Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
@@ -124,6 +129,11 @@ class DataParallel:
             self._train = jax.pmap(partial(step, axis_name=DATA_AXIS), axis_name=DATA_AXIS,
                                    donate_argnums=0)
             self._eval = jax.pmap(evaluate, axis_name=DATA_AXIS)
+        if self.device_windows is not None:
+            self._resident = self.place(self.device_windows.resident)
+            self._windows = (jax.jit(self.device_windows, out_shardings=NamedSharding(
+                self.mesh, PartitionSpec(DATA_AXIS))) if self.mode == "jit"
+                else jax.pmap(self.device_windows, axis_name=DATA_AXIS))
 
     @property
     def norm_axis_name(self) -> str | None:
@@ -167,6 +177,12 @@ class DataParallel:
         copies = jax.local_device_count()
         return {k: self._per_local_device(np.asarray(v).reshape(copies, -1, *np.shape(v)[1:]))
                 for k, v in batch.items()}
+
+    def put_train_batch(self, batch: Batch) -> Batch:
+        """A training batch onto the devices: `put_batch`, then with `device_windows` the
+        windows cut and augmented there from the batch's `{'index', 'label', 'seed'}`."""
+        placed = self.put_batch(batch)
+        return placed if self._windows is None else self._windows(self._resident, placed)
 
     def _per_local_device(self, stacked: np.ndarray) -> jax.Array:
         """[local devices, ...] -> one slice per local device, as pmap takes its inputs."""

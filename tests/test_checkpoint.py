@@ -60,9 +60,9 @@ def metrics_without_timing(workdir):
     return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in records]
 
 
-def start_and_wait_for_step(tmp_path, workdir, step):
+def start_and_wait_for_step(tmp_path, workdir, step, *extra):
     """Starts a run and returns it once its checkpoint of `step` is complete."""
-    process = subprocess.Popen(command(workdir), cwd=REPO, env=environment(tmp_path),
+    process = subprocess.Popen(command(workdir, *extra), cwd=REPO, env=environment(tmp_path),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     marker = workdir / "checkpoints" / str(step) / "commit_success.txt"
     deadline = time.monotonic() + 240
@@ -101,6 +101,24 @@ def test_a_run_killed_mid_epoch_resumes_bit_identical(uninterrupted, tmp_path):
     assert got == expected
     assert metrics_without_timing(workdir) == metrics_without_timing(reference)
     assert [r["epoch"] for r in metrics_without_timing(workdir)] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_windows_built_on_the_device_resume_bit_identical_too(tmp_path):
+    # Their randomness is each example's seed from grain's per-record generator, so the
+    # iterator state saved with the checkpoint carries it as on the host path.
+    on_device = "--config.augment.on_device=True"
+    reference, workdir = tmp_path / "reference", tmp_path / "run"
+    result = run(tmp_path, reference, on_device)
+    assert result.returncode == 0, result.stderr
+    process = start_and_wait_for_step(tmp_path, workdir, 4, on_device)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    resumed = run(tmp_path, workdir, on_device)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from the checkpoint at step" in resumed.stderr
+    assert state_checksum(workdir) == state_checksum(reference)
+    assert metrics_without_timing(workdir) == metrics_without_timing(reference)
 
 
 @pytest.mark.slow

@@ -128,6 +128,10 @@ def _augment(config: ml_collections.ConfigDict) -> None:
     config.augment.time_masks = 0  # audio: SpecAugment's time masks per window
     config.augment.time_mask_width = 16  # their widest, in frames
     config.augment.mixup_alpha = 0.0  # mixup's Beta(alpha, alpha); 0 = off
+    # audio: the above on the devices, inside a compiled function, from spectrograms copied
+    # there once (the host hands over record indices and seeds: for GPUs and TPUs, whose steps
+    # outrun the host's numpy); False: in numpy on the host (grain, `data.workers`).
+    config.augment.on_device = False
     # Images: Keras ImageDataGenerator's geometric augmentations; 0 / False = off.
     config.augment.width_shift_range = 0.0  # fraction of the width
     config.augment.height_shift_range = 0.0  # fraction of the height

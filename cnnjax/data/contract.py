@@ -5,9 +5,12 @@
 both implement it, so nothing above `cnnjax.data` asks which one it holds.
 """
 
-from typing import Iterator, NotRequired, Protocol, TypedDict, runtime_checkable
+from typing import TYPE_CHECKING, Iterator, NotRequired, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from cnnjax.data.device_windows import DeviceWindows
 
 
 class TrainBatch(TypedDict):
@@ -63,6 +66,13 @@ class Datasets(Protocol):
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """`(H, W, C)` of one model input."""
+        ...
+
+    @property
+    def device_windows(self) -> "DeviceWindows | None":
+        """None: `train_batches` yields finished `TrainBatch`es. Otherwise it yields
+        `{'index', 'label', 'seed'}` and `DataParallel` builds the batches on the devices
+        with this."""
         ...
 
     @property

@@ -9,6 +9,7 @@ recording and settings), split by `config.data` and served by the grain pipeline
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from cnnjax.audio.frontend import log_mel_many
 from cnnjax.audio.synth import HEART_RATE_CSV, SynthSettings, default_data_root, write_dataset
 from cnnjax.data.builders import AudioFolder, PascalHeartbeat, build
 from cnnjax.data.contract import Datasets, EvalBatch
+from cnnjax.data.device_windows import DeviceWindows, index_loader, resident_spectrograms
 from cnnjax.data.feature_cache import FeatureCache
 from cnnjax.data.image_datasets import IMAGE_SOURCES, get_image_datasets
 from cnnjax.data.index import Index, audio_folder_index, pascal_index
@@ -196,12 +198,23 @@ class SpectrogramDatasets(EpochBatches):
     seed: int
     workers: int = 0
     eval_windows: str = "all"  # 'all': average over windows covering a recording; 'centre'
+    augment_on_device: bool = False  # training windows cut and augmented by `device_windows`
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (*self.image.image_size, self.image.channels)
 
+    @functools.cached_property
+    def device_windows(self) -> DeviceWindows | None:
+        if not self.augment_on_device:
+            return None
+        return DeviceWindows(resident_spectrograms(self.train.spectrograms, self.image.crop_frames,
+                                                   self.train.targets), self.image, self.augment)
+
     def _train_loader(self, epoch: int) -> Any:
+        if self.augment_on_device:
+            return index_loader(self.train, batch_size=self.batch_size, seed=self.seed,
+                                epoch=epoch, workers=self.workers)
         return train_loader(self.train, self.image, self.augment, batch_size=self.batch_size,
                             seed=self.seed, epoch=epoch, workers=self.workers)
 
@@ -263,7 +276,8 @@ def get_datasets(config: Any) -> Datasets:
     datasets = SpectrogramDatasets(
         recordings.class_names, source(train_idx), source(val_idx),
         [recordings.file_names[i] for i in val_idx], image_settings(config, mel), augment,
-        config.batch_size, config.eval_batch_size, config.seed, data.workers, data.eval_windows)
+        config.batch_size, config.eval_batch_size, config.seed, data.workers, data.eval_windows,
+        config.augment.on_device)
     if datasets.steps_per_epoch == 0:
         raise ConfigError(f"config.batch_size={config.batch_size} is larger than the "
                           f"{len(datasets.train)} training examples.")

@@ -141,6 +141,11 @@ class ImageDatasets(EpochBatches):
     def input_shape(self) -> tuple[int, int, int]:
         return (*self.image_size, 3)
 
+    @property
+    def device_windows(self) -> None:
+        """Images are augmented on the host only."""
+        return None
+
     def _train_loader(self, epoch: int) -> Any:
         return image_train_loader(self.train, self.augment, self.normalization,
                                   batch_size=self.batch_size, seed=self.seed, epoch=epoch,

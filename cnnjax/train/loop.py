@@ -162,7 +162,7 @@ def train_epoch(launch: Launch, state: TrainState, progress: Progress, step: int
     batches = run.datasets.train_batches(epoch, state_bytes)
     running = RunningMetrics()
     for batch, iterator_state in prefetch_to_devices(
-            batches, run.parallel.put_batch, lambda: batches.get_state().decode()):
+            batches, run.parallel.put_train_batch, lambda: batches.get_state().decode()):
         state, metrics = run.parallel.train_step(state, batch)
         running.add(metrics)
         progress.steps += 1

@@ -88,7 +88,7 @@ def lr_find(state: TrainState, batches: Iterable[dict[str, Any]], parallel: Data
     average, best, diverged = 0.0, math.inf, False
     with progress_bar(num_steps, "lr_find", "step") as bar:
         for step, batch in zip(range(num_steps), batches):
-            state, metrics = parallel.train_step(state, parallel.put_batch(batch))
+            state, metrics = parallel.train_step(state, parallel.put_train_batch(batch))
             value = float(metrics["loss"])
             average = beta * average + (1 - beta) * value
             current = average / (1 - beta ** (step + 1))

@@ -58,7 +58,8 @@ def setup_run(config: Any, saved: dict[str, Any] | None = None) -> tuple[Run, Tr
     if saved:
         check_classes(saved["class_names"], names)
     loss = make_loss(config, datasets.train.labels, len(names), datasets.train.targets)
-    parallel = DataParallel(config.parallel, loss, config.grad_accum_steps)
+    parallel = DataParallel(config.parallel, loss, config.grad_accum_steps,
+                            datasets.device_windows)
     phases = phase_setups(config, task_for(loss).num_outputs(len(names)), datasets.input_shape,
                           datasets.steps_per_epoch, norm_axis_name=parallel.norm_axis_name)
     state = create_train_state(phases[0].model, phases[0].tx, datasets.input_shape,

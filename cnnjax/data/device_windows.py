@@ -1,0 +1,197 @@
+"""Training windows cut, augmented and scaled on the devices (`config.data.augment_on='device'`).
+
+The host path (`pipeline.TrainWindow`) crops, augments and resizes every example in numpy:
+about a thousand examples/s per host process, far below what an accelerator's train step
+consumes. Here the training split's spectrograms are copied to the devices once, back to back
+in one array, and the host hands over per example only its record index, label and a seed
+drawn from grain's per-record generator (so shuffling, sharding over processes and mid-epoch
+resumption are the host path's). `window_batch` then does on the devices what
+`TrainWindow` and `Mixup` do: the random (or centred) window, silence padding of short
+recordings, gain, SpecAugment masks filled with the window's mean, the bilinear resize of
+`scipy.ndimage.zoom(order=1)` as two small matrix products, the dB scaling, channels and
+mixup, each drawn from the same distribution (from JAX's generator, not numpy's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import flax.struct
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnnjax.data.pipeline import AugmentSettings, ImageSettings, SpectrogramSource, epoch_loader
+from cnnjax.imagenet import IMAGENET_MEAN, IMAGENET_STD
+
+
+@flax.struct.dataclass
+class ResidentSpectrograms:
+    """Every training recording's dB log-mel, back to back in `frames` [mels, total]
+    between `width` frames of margin on each side (a window may start before a short
+    recording or run past it: `dynamic_slice` never has to clamp)."""
+    frames: jax.Array  # float32 [mels, width + sum(lengths) + width]
+    offsets: jax.Array  # int32 [records]: each recording's first frame in `frames`
+    lengths: jax.Array  # int32 [records]: its frames
+    floors: jax.Array  # float32 [records]: its minimum, the silence short windows are padded with
+    targets: jax.Array | None = None  # float32 [records], for regression
+
+
+def resident_spectrograms(spectrograms: Sequence[np.ndarray], width: int,
+                          targets: np.ndarray | None = None) -> ResidentSpectrograms:
+    """The host arrays of `ResidentSpectrograms` (placed on the devices by `DataParallel`)."""
+    lengths = np.array([s.shape[1] for s in spectrograms], np.int32)
+    margin = np.zeros((spectrograms[0].shape[0], width), np.float32)
+    frames = np.concatenate([margin, *spectrograms, margin], axis=1).astype(np.float32)
+    offsets = (width + np.concatenate([[0], np.cumsum(lengths)[:-1]])).astype(np.int32)
+    floors = np.array([s.min() for s in spectrograms], np.float32)
+    return ResidentSpectrograms(frames, offsets, lengths, floors,
+                                None if targets is None else np.asarray(targets, np.float32))
+
+
+def resize_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """[size_out, size_in] linear interpolation on the grid of `scipy.ndimage.zoom(order=1)`:
+    output pixel o samples input position o * (size_in - 1) / (size_out - 1), corners to
+    corners."""
+    if size_in == size_out:
+        return np.eye(size_in, dtype=np.float32)
+    scale = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
+    position = np.arange(size_out) * scale
+    low = np.minimum(np.floor(position).astype(int), size_in - 1)
+    high = np.minimum(low + 1, size_in - 1)
+    frac = (position - low).astype(np.float32)
+    matrix = np.zeros((size_out, size_in), np.float32)
+    np.add.at(matrix, (np.arange(size_out), low), 1.0 - frac)
+    np.add.at(matrix, (np.arange(size_out), high), frac)
+    return matrix
+
+
+def _window(data: ResidentSpectrograms, index: jax.Array, key: jax.Array, width: int,
+            random_crop: bool) -> jax.Array:
+    """`crop_frames` of recording `index` at `random_window_start`'s (or the centre's) start."""
+    length = data.lengths[index]
+    spare = length - width
+    centred = jnp.where(spare >= 0, spare // 2, -((-spare) // 2))
+    start = jnp.where(spare > 0, jax.random.randint(key, (), 0, jnp.maximum(spare, 0) + 1),
+                      centred) if random_crop else centred
+    window = jax.lax.dynamic_slice(data.frames, (0, data.offsets[index] + start),
+                                   (data.frames.shape[0], width))
+    inside = (start + jnp.arange(width) >= 0) & (start + jnp.arange(width) < length)
+    return jnp.where(inside, window, data.floors[index])
+
+
+def _masks(window: jax.Array, key: jax.Array, augment: AugmentSettings) -> jax.Array:
+    """`spec_augment`: bands of up to `freq_mask_width` bins and spans of up to
+    `time_mask_width` frames set to the window's mean (taken before any mask)."""
+    fill = window.mean()
+    masked = jnp.zeros(window.shape, bool)
+    for axis, count, most in ((0, augment.freq_masks, augment.freq_mask_width),
+                              (1, augment.time_masks, augment.time_mask_width)):
+        size = window.shape[axis]
+        position = jnp.arange(size).reshape((-1, 1) if axis == 0 else (1, -1))
+        for mask_key in jax.random.split(jax.random.fold_in(key, axis), count):
+            span_key, start_key = jax.random.split(mask_key)
+            span = jax.random.randint(span_key, (), 0, min(most, size) + 1)
+            begin = jax.random.randint(start_key, (), 0, size - span + 1)
+            masked |= (position >= begin) & (position < begin + span)
+    return jnp.where(masked, fill, window)
+
+
+def _image(window: jax.Array, image: ImageSettings) -> jax.Array:
+    """`spectrogram_image`: resize, dB scaled to ~[-1, 1], channels, normalisation."""
+    height, width = image.image_size
+    rows = jnp.asarray(resize_matrix(window.shape[0], height))
+    cols = jnp.asarray(resize_matrix(window.shape[1], width))
+    resized = jnp.matmul(jnp.matmul(rows, window, precision="highest"), cols.T,
+                         precision="highest")
+    out = ((resized + image.top_db / 2) / (image.top_db / 2))[..., None]
+    if image.normalization == "imagenet":
+        out = (out + 1.0) / 2.0
+    out = jnp.repeat(out, image.channels, axis=-1)
+    if image.normalization == "imagenet":
+        out = (out - jnp.asarray(IMAGENET_MEAN[:image.channels], jnp.float32)) / \
+            jnp.asarray(IMAGENET_STD[:image.channels], jnp.float32)
+    return out
+
+
+def window_image(data: ResidentSpectrograms, index: jax.Array, seed: jax.Array,
+                 image: ImageSettings, augment: AugmentSettings) -> jax.Array:
+    """One example's `[H, W, channels]` input, drawn from its `seed`."""
+    crop_key, gain_key, mask_key = jax.random.split(jax.random.PRNGKey(seed), 3)
+    window = _window(data, index, crop_key, image.crop_frames, augment.random_crop)
+    if augment.gain_db:
+        window = window + jax.random.uniform(gain_key, (), minval=-augment.gain_db,
+                                             maxval=augment.gain_db)
+    if augment.freq_masks or augment.time_masks:
+        window = _masks(window, mask_key, augment)
+    return _image(window, image)
+
+
+def window_batch(data: ResidentSpectrograms, batch: dict[str, jax.Array], *,
+                 image: ImageSettings, augment: AugmentSettings) -> dict[str, jax.Array]:
+    """A `TrainBatch` from `{'index', 'label', 'seed'}`: every example's window image, its
+    target (regression), and mixup (`pipeline.mixup`'s rule) within the batch when
+    `augment.mixup_alpha` > 0."""
+    images = jax.vmap(window_image, in_axes=(None, 0, 0, None, None))(
+        data, batch["index"], batch["seed"], image, augment)
+    out = {"image": images, "label": batch["label"]}
+    if data.targets is not None:
+        out["target"] = data.targets[batch["index"]]
+    if augment.mixup_alpha > 0:
+        weight_key, order_key = jax.random.split(jax.random.PRNGKey(batch["seed"][0] ^ 0x5EED))
+        alpha = augment.mixup_alpha
+        weight = jax.random.beta(weight_key, alpha, alpha, batch["label"].shape)
+        order = jax.random.permutation(order_key, batch["label"].shape[0])
+        w = weight.reshape(-1, 1, 1, 1)
+        out.update(image=w * images + (1 - w) * images[order],
+                   mix_label=batch["label"][order], mix_weight=weight)
+    return out
+
+
+class RecordIndexSource(grain.sources.RandomAccessDataSource):
+    """A `SpectrogramSource`'s records as `{'index', 'label'}` only: the host's whole share
+    of a device-side training example."""
+
+    def __init__(self, labels: np.ndarray, digest: str):
+        self.labels, self.digest = np.asarray(labels, np.int32), digest
+
+    def __repr__(self) -> str:  # grain checks a restored iterator state against it
+        return f"RecordIndexSource(records={len(self)}, data={self.digest})"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"index": np.int32(index), "label": self.labels[index]}
+
+
+class DrawSeed(grain.transforms.RandomMap):
+    """Each example's seed for `window_image`, from grain's per-record generator."""
+
+    def random_map(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        return {**record, "seed": np.uint32(rng.integers(2**32))}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity, as jax.jit hashes it
+class DeviceWindows:
+    """How `DataParallel` turns the host's `{'index', 'label', 'seed'}` batches into training
+    batches on the devices: `resident` placed there once, then this called inside a compiled
+    function on each placed batch."""
+    resident: ResidentSpectrograms  # host arrays; placed on every device once
+    image: ImageSettings
+    augment: AugmentSettings
+
+    def __call__(self, data: ResidentSpectrograms, batch: dict[str, jax.Array]
+                 ) -> dict[str, jax.Array]:
+        return window_batch(data, batch, image=self.image, augment=self.augment)
+
+
+def index_loader(source: SpectrogramSource, *, batch_size: int, seed: int, epoch: int,
+                 workers: int = 0) -> grain.DataLoader:
+    """One epoch of shuffled `{'index', 'label', 'seed'}` batches of `source`'s records, in
+    the host path's order."""
+    return epoch_loader(RecordIndexSource(source.labels, source.digest), DrawSeed(), 0.0,
+                        batch_size=batch_size, seed=seed, epoch=epoch, workers=workers)
+

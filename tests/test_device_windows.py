@@ -1,0 +1,171 @@
+"""Training windows built on the devices (`config.augment.on_device`): the host path's
+windows and images where nothing is random, its distributions where something is, and the
+same resumable, seeded batches."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.ndimage
+
+from cnnjax.audio.features import crop_frames
+from cnnjax.data import get_datasets, spec_augment
+from cnnjax.data.device_windows import (DeviceWindows, index_loader, resident_spectrograms, resize_matrix,
+                                        window_batch, window_image)
+from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
+                                  spectrogram_image)
+from cnnjax.parallel import DataParallel
+from test_pipeline import tiny_config  # noqa: F401 (a fixture)
+
+NOTHING_RANDOM = AugmentSettings(random_crop=False)
+WIDTH = 30
+
+
+def recordings(lengths=(50, 31, 30, 17, 8), mels=20):
+    rng = np.random.default_rng(0)
+    return [rng.uniform(-80, 0, (mels, n)).astype(np.float32) for n in lengths]
+
+
+def on_device(specs, width=WIDTH):
+    return jax.tree.map(jnp.asarray, resident_spectrograms(specs, width))
+
+
+def image_of(specs, index, seed, image, augment):
+    return np.asarray(window_image(on_device(specs, image.crop_frames), jnp.int32(index),
+                                   jnp.uint32(seed), image, augment))
+
+
+@pytest.mark.parametrize("size_in, size_out", [(20, 16), (20, 20), (30, 64), (7, 2), (5, 11)])
+def test_resize_matrix_is_scipy_zoom_order_1(size_in, size_out):
+    x = np.random.default_rng(1).normal(size=(size_in, 3)).astype(np.float32)
+    zoomed = scipy.ndimage.zoom(x, (size_out / size_in, 1), order=1)
+    np.testing.assert_allclose(resize_matrix(size_in, size_out) @ x, zoomed, atol=1e-5)
+
+
+@pytest.mark.parametrize("image", [
+    ImageSettings(crop_frames=WIDTH, image_size=(16, 24)),
+    ImageSettings(crop_frames=WIDTH, image_size=(20, WIDTH)),  # no resize
+    ImageSettings(crop_frames=WIDTH, image_size=(32, 40), channels=3, normalization="imagenet"),
+])
+def test_centred_windows_are_the_host_images(image):
+    # Longer, one frame longer, exactly as long and shorter than the window (padded with
+    # the recording's silence, centred): the host's crop_frames + spectrogram_image.
+    specs = recordings()
+    for index, spectrogram in enumerate(specs):
+        expected = spectrogram_image(crop_frames(spectrogram, WIDTH), image)
+        got = image_of(specs, index, 0, image, NOTHING_RANDOM)
+        np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=f"recording {index}")
+
+
+def test_random_windows_are_slices_at_every_start_with_equal_chances():
+    # Each frame holds its own index, so a window tells where it starts.
+    frames = np.tile(np.arange(40, dtype=np.float32), (4, 1)) - 80
+    image = ImageSettings(crop_frames=10, image_size=(4, 10), top_db=80.0)
+    data = on_device([frames], 10)
+    seeds = jnp.arange(3000, dtype=jnp.uint32)
+    images = jax.vmap(window_image, in_axes=(None, None, 0, None, None))(
+        data, jnp.int32(0), seeds, image, AugmentSettings())
+    windows = np.asarray(images)[..., 0] * 40 - 40 + 80  # undo the dB scaling
+    starts = np.rint(windows[:, 0, 0]).astype(int)
+    np.testing.assert_allclose(windows[:, 0, :], starts[:, None] + np.arange(10), atol=1e-3)
+    counts = np.bincount(starts, minlength=31)
+    assert len(counts) == 31 and counts.min() > 0  # starts 0..30, as random_window_start
+    chi2 = ((counts - 3000 / 31) ** 2 / (3000 / 31)).sum()
+    assert chi2 < 65  # 30 degrees of freedom: p ~ 0.0002 for a fair die
+
+
+def test_gain_shifts_the_whole_window_by_at_most_gain_db():
+    specs, image = recordings(), ImageSettings(crop_frames=WIDTH, image_size=(20, WIDTH))
+    plain = image_of(specs, 0, 7, image, AugmentSettings(random_crop=False))
+    shifts = []
+    for seed in range(200):
+        gained = image_of(specs, 0, seed, image, AugmentSettings(random_crop=False, gain_db=6.0))
+        delta = (gained - plain) * 40  # back to dB
+        np.testing.assert_allclose(delta, delta.flat[0], atol=1e-3)
+        shifts.append(delta.flat[0])
+    assert -6 <= min(shifts) < -4 and 4 < max(shifts) <= 6
+    assert abs(np.mean(shifts)) < 0.6  # uniform on [-6, 6]: standard error 0.245
+
+
+def test_spec_augment_masks_bands_like_the_host():
+    # The same rule as `spec_augment`: masked cells hold the window's mean, and over many
+    # draws each row and column is masked as often as on the host.
+    spectrogram = recordings(lengths=(WIDTH,))[0]
+    image = ImageSettings(crop_frames=WIDTH, image_size=(20, WIDTH))
+    augment = AugmentSettings(random_crop=False, freq_masks=2, freq_mask_width=6,
+                              time_masks=1, time_mask_width=9)
+    device_masked, host_masked = [], []
+    for seed in range(400):
+        window = image_of([spectrogram], 0, seed, image, augment)[..., 0] * 40 - 40
+        masked = np.abs(window - spectrogram.mean()) < 1e-4
+        np.testing.assert_allclose(window[~masked], spectrogram[~masked], atol=1e-3)
+        device_masked.append(masked)
+        host = spec_augment(spectrogram, np.random.default_rng(seed), freq_masks=2,
+                            freq_width=6, time_masks=1, time_width=9)
+        host_masked.append(host == spectrogram.mean())
+    device_rate = np.mean(device_masked, axis=0)
+    host_rate = np.mean(host_masked, axis=0)
+    # Cell by cell the masking rates agree within sampling noise (400 draws each).
+    assert np.abs(device_rate.mean() - host_rate.mean()) < 0.03
+    np.testing.assert_allclose(device_rate.mean(axis=1), host_rate.mean(axis=1), atol=0.09)
+    np.testing.assert_allclose(device_rate.mean(axis=0), host_rate.mean(axis=0), atol=0.09)
+
+
+def test_mixup_on_the_device_mixes_images_and_labels_with_one_weight():
+    specs = recordings()
+    image = ImageSettings(crop_frames=WIDTH, image_size=(8, 8))
+    batch = {"index": jnp.arange(5, dtype=jnp.int32), "label": jnp.array([0, 1, 2, 0, 1]),
+             "seed": jnp.arange(5, dtype=jnp.uint32) + 11}
+    plain = window_batch(on_device(specs), batch, image=image, augment=NOTHING_RANDOM)
+    mixed = window_batch(on_device(specs), batch, image=image,
+                         augment=AugmentSettings(random_crop=False, mixup_alpha=0.4))
+    weight = np.asarray(mixed["mix_weight"])
+    assert ((0 < weight) & (weight < 1)).all()
+    images = np.asarray(plain["image"])
+    for row in range(5):
+        # The partner is the example whose image completes the mix.
+        candidates = [j for j in range(5)
+                      if np.allclose(np.asarray(mixed["image"][row]),
+                                     weight[row] * images[row] + (1 - weight[row]) * images[j],
+                                     atol=1e-5)]
+        assert candidates, row
+        assert int(mixed["mix_label"][row]) in {int(batch["label"][j]) for j in candidates}
+    np.testing.assert_array_equal(mixed["label"], batch["label"])
+
+
+def test_index_batches_resume_mid_epoch_and_build_the_same_windows():
+    specs = recordings(lengths=tuple(range(25, 45)))
+    source = SpectrogramSource(specs, np.arange(20) % 3)
+    image = ImageSettings(crop_frames=WIDTH, image_size=(16, 16))
+    augment = AugmentSettings(gain_db=3.0, freq_masks=1, freq_mask_width=4)
+    windows = DeviceWindows(resident_spectrograms(specs, WIDTH), image, augment)
+    parallel = DataParallel(device_windows=windows)
+
+    def loader():
+        return index_loader(source, batch_size=4, seed=3, epoch=2)
+
+    uninterrupted = [np.asarray(parallel.put_train_batch(b)["image"]) for b in loader()]
+    iterator = iter(loader())
+    next(iterator), next(iterator)
+    resumed = iter(loader())
+    resumed.set_state(iterator.get_state())
+    rest = [np.asarray(parallel.put_train_batch(b)["image"]) for b in resumed]
+    assert len(uninterrupted) == 5 and len(rest) == 3
+    for a, b in zip(rest, uninterrupted[2:]):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(uninterrupted[0], uninterrupted[1])
+    other_epoch = next(iter(index_loader(source, batch_size=4, seed=3, epoch=3)))
+    assert not np.array_equal(np.asarray(parallel.put_train_batch(other_epoch)["image"]),
+                              uninterrupted[0])
+
+
+def test_on_device_datasets_hand_over_indices_and_seeds(tiny_config):  # noqa: F811
+    tiny_config.augment.on_device = True
+    datasets = get_datasets(tiny_config)
+    batch = next(iter(datasets.train_batches(1)))
+    assert set(batch) == {"index", "label", "seed"}
+    assert datasets.device_windows is not None
+    parallel = DataParallel(device_windows=datasets.device_windows)
+    placed = parallel.put_train_batch(batch)
+    assert placed["image"].shape == (tiny_config.batch_size, *datasets.input_shape)
+    np.testing.assert_array_equal(placed["label"], datasets.train.labels[batch["index"]])
