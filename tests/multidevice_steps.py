@@ -1,7 +1,8 @@
 """Run by test_parallel.py in a subprocess with two host devices: three train steps of a small
 BatchNorm CNN on the same global batches, on one device, under jit over a 2-device mesh and
 under pmap. Prints JSON: each way's losses and accuracies, its final parameters and
-BatchNorm statistics (flattened), and what the jit state and batch were placed on."""
+BatchNorm statistics (flattened), what the jit state and batch were placed on, and the
+training images `config.augment.on_device` builds from one batch of indices and seeds."""
 
 import json
 import sys
@@ -10,6 +11,8 @@ import jax
 import numpy as np
 import optax
 
+from cnnjax.data.device_windows import DeviceWindows, resident_spectrograms
+from cnnjax.data.pipeline import AugmentSettings, ImageSettings
 from cnnjax.models import SimpleCNN
 from cnnjax.parallel import DataParallel
 from cnnjax.train.state import create_train_state
@@ -52,7 +55,26 @@ def run(mode: str, loss: Loss) -> dict:
             "batch_stats": flat(state.batch_stats), **placed}
 
 
+def device_windows(mode: str) -> list[float]:
+    """One batch of windows built on the devices: randomly cropped, gained and masked."""
+    rng = np.random.default_rng(1)
+    spectrograms = [rng.uniform(-80, 0, (10, n)).astype(np.float32) for n in range(12, 30, 3)]
+    windows = DeviceWindows(resident_spectrograms(spectrograms, 16),
+                            ImageSettings(crop_frames=16, image_size=(8, 12)),
+                            AugmentSettings(gain_db=3.0, freq_masks=1, freq_mask_width=3,
+                                            time_masks=1, time_mask_width=4))
+    batch = {"index": np.array([5, 0, 3, 1], np.int32), "label": np.zeros(4, np.int32),
+             "seed": np.array([7, 8, 9, 10], np.uint32)}
+    if mode == "single":
+        images = jax.jit(windows)(jax.tree.map(jax.numpy.asarray, windows.resident),
+                                  batch)["image"]
+    else:
+        images = DataParallel(mode, device_windows=windows).put_train_batch(batch)["image"]
+    return np.ravel(np.asarray(images)).tolist()
+
+
 if __name__ == "__main__":
     assert jax.device_count() == 2, jax.devices()
     weighted = Loss(label_smoothing=0.1, class_weights=(1.0, 2.0, 3.0))
-    json.dump({mode: run(mode, weighted) for mode in ("single", "jit", "pmap")}, sys.stdout)
+    json.dump({mode: {**run(mode, weighted), "windows": device_windows(mode)}
+               for mode in ("single", "jit", "pmap")}, sys.stdout)
