@@ -10,7 +10,7 @@ import scipy.ndimage
 
 from cnnjax.audio.features import crop_frames
 from cnnjax.data import get_datasets, spec_augment
-from cnnjax.data.device_windows import (DeviceWindows, index_loader, resident_spectrograms, resize_matrix,
+from cnnjax.data.device_windows import (DeviceWindows, IndexBatches, resident_spectrograms, resize_matrix,
                                         window_batch, window_image)
 from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
                                   spectrogram_image)
@@ -134,29 +134,45 @@ def test_mixup_on_the_device_mixes_images_and_labels_with_one_weight():
 
 
 def test_index_batches_resume_mid_epoch_and_build_the_same_windows():
-    specs = recordings(lengths=tuple(range(25, 45)))
-    source = SpectrogramSource(specs, np.arange(20) % 3)
+    specs = recordings(lengths=tuple(range(25, 46)))
+    source = SpectrogramSource(specs, np.arange(21) % 3)
     image = ImageSettings(crop_frames=WIDTH, image_size=(16, 16))
     augment = AugmentSettings(gain_db=3.0, freq_masks=1, freq_mask_width=4)
     windows = DeviceWindows(resident_spectrograms(specs, WIDTH), image, augment)
     parallel = DataParallel(device_windows=windows)
 
-    def loader():
-        return index_loader(source, batch_size=4, seed=3, epoch=2)
+    def images(batches):
+        return [np.asarray(parallel.put_train_batch(b)["image"]) for b in batches]
 
-    uninterrupted = [np.asarray(parallel.put_train_batch(b)["image"]) for b in loader()]
-    iterator = iter(loader())
+    uninterrupted = list(IndexBatches(source, 4, seed=3, epoch=2))
+    assert len(uninterrupted) == 5  # 21 records: the remainder is dropped
+    seen = np.concatenate([b["index"] for b in uninterrupted])
+    assert len(set(seen.tolist())) == 20
+    np.testing.assert_array_equal(np.concatenate([b["label"] for b in uninterrupted]),
+                                  source.labels[seen])
+    iterator = IndexBatches(source, 4, seed=3, epoch=2)
     next(iterator), next(iterator)
-    resumed = iter(loader())
-    resumed.set_state(iterator.get_state())
-    rest = [np.asarray(parallel.put_train_batch(b)["image"]) for b in resumed]
-    assert len(uninterrupted) == 5 and len(rest) == 3
-    for a, b in zip(rest, uninterrupted[2:]):
+    rest = images(IndexBatches(source, 4, seed=3, epoch=2, state=iterator.get_state()))
+    expected = images(uninterrupted)
+    assert len(rest) == 3
+    for a, b in zip(rest, expected[2:]):
         np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(uninterrupted[0], uninterrupted[1])
-    other_epoch = next(iter(index_loader(source, batch_size=4, seed=3, epoch=3)))
-    assert not np.array_equal(np.asarray(parallel.put_train_batch(other_epoch)["image"]),
-                              uninterrupted[0])
+    assert not np.array_equal(expected[0], expected[1])
+    other_epoch = next(IndexBatches(source, 4, seed=3, epoch=3))
+    assert not np.array_equal(images([other_epoch])[0], expected[0])
+    with pytest.raises(ValueError, match="another epoch"):
+        IndexBatches(source, 4, seed=3, epoch=3, state=iterator.get_state())
+
+
+def test_processes_take_their_share_of_every_global_batch():
+    source = SpectrogramSource(recordings(lengths=tuple(range(25, 41))), np.arange(16) % 3)
+    whole = list(IndexBatches(source, 8, seed=0, epoch=1))
+    shares = [list(IndexBatches(source, 8, seed=0, epoch=1, process_index=p, process_count=2))
+              for p in range(2)]
+    for step, batch in enumerate(whole):
+        for key in ("index", "label", "seed"):
+            np.testing.assert_array_equal(
+                np.concatenate([shares[0][step][key], shares[1][step][key]]), batch[key])
 
 
 def test_on_device_datasets_hand_over_indices_and_seeds(tiny_config):  # noqa: F811

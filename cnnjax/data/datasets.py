@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import jax
 import numpy as np
 
 from cnnjax.audio.features import MelSettings, log_mel, resample
 from cnnjax.audio.frontend import log_mel_many
 from cnnjax.audio.synth import HEART_RATE_CSV, SynthSettings, default_data_root, write_dataset
 from cnnjax.data.builders import AudioFolder, PascalHeartbeat, build
-from cnnjax.data.contract import Datasets, EvalBatch
-from cnnjax.data.device_windows import DeviceWindows, index_loader, resident_spectrograms
+from cnnjax.data.contract import Datasets, EvalBatch, TrainBatches
+from cnnjax.data.device_windows import DeviceWindows, IndexBatches, resident_spectrograms
 from cnnjax.data.feature_cache import FeatureCache
 from cnnjax.data.image_datasets import IMAGE_SOURCES, get_image_datasets
 from cnnjax.data.index import Index, audio_folder_index, pascal_index
@@ -211,10 +212,13 @@ class SpectrogramDatasets(EpochBatches):
         return DeviceWindows(resident_spectrograms(self.train.spectrograms, self.image.crop_frames,
                                                    self.train.targets), self.image, self.augment)
 
-    def _train_loader(self, epoch: int) -> Any:
+    def train_batches(self, epoch: int, state: bytes | None = None) -> TrainBatches:
         if self.augment_on_device:
-            return index_loader(self.train, batch_size=self.batch_size, seed=self.seed,
-                                epoch=epoch, workers=self.workers)
+            return IndexBatches(self.train, self.batch_size, self.seed, epoch, state,
+                                jax.process_index(), jax.process_count())
+        return super().train_batches(epoch, state)
+
+    def _train_loader(self, epoch: int) -> Any:
         return train_loader(self.train, self.image, self.augment, batch_size=self.batch_size,
                             seed=self.seed, epoch=epoch, workers=self.workers)
 

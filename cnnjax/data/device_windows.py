@@ -4,8 +4,8 @@ The host path (`pipeline.TrainWindow`) crops, augments and resizes every example
 about a thousand examples/s per host process, far below what an accelerator's train step
 consumes. Here the training split's spectrograms are copied to the devices once, back to back
 in one array, and the host hands over per example only its record index, label and a seed
-drawn from grain's per-record generator (so shuffling, sharding over processes and mid-epoch
-resumption are the host path's). `window_batch` then does on the devices what
+(`IndexBatches`: shuffled per epoch, shared over processes and resumable mid-epoch like the
+host path, drawn in numpy a whole epoch at a time). `window_batch` then does on the devices what
 `TrainWindow` and `Mixup` do: the random (or centred) window, silence padding of short
 recordings, gain, SpecAugment masks filled with the window's mean, the bilinear resize of
 `scipy.ndimage.zoom(order=1)` as two small matrix products, the dB scaling, channels and
@@ -15,15 +15,15 @@ mixup, each drawn from the same distribution (from JAX's generator, not numpy's)
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Sequence
 
 import flax.struct
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax.data.pipeline import AugmentSettings, ImageSettings, SpectrogramSource, epoch_loader
+from cnnjax.data.pipeline import AugmentSettings, ImageSettings, SpectrogramSource
 from cnnjax.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -150,28 +150,53 @@ def window_batch(data: ResidentSpectrograms, batch: dict[str, jax.Array], *,
     return out
 
 
-class RecordIndexSource(grain.sources.RandomAccessDataSource):
-    """A `SpectrogramSource`'s records as `{'index', 'label'}` only: the host's whole share
-    of a device-side training example."""
+class IndexBatches:
+    """One epoch of `{'index', 'label', 'seed'}` batches for `DeviceWindows`, resumable
+    mid-epoch (`TrainBatches`).
 
-    def __init__(self, labels: np.ndarray, digest: str):
-        self.labels, self.digest = np.asarray(labels, np.int32), digest
+    The epoch's order and every example's seed come from one generator seeded by
+    (`seed`, `epoch`), drawn for the whole epoch at once: handing over a batch is two numpy
+    slices, so the host keeps up with an accelerator (grain's per-record transforms cost
+    ~200 us an example here; benchmarks/NOTES.md). As on the host path, process p of P takes
+    rows [p * b, (p + 1) * b) of every global batch of P * b, so several hosts see exactly
+    one host's batches, and the remainder is dropped.
+    """
 
-    def __repr__(self) -> str:  # grain checks a restored iterator state against it
-        return f"RecordIndexSource(records={len(self)}, data={self.digest})"
+    def __init__(self, source: SpectrogramSource, batch_size: int, seed: int, epoch: int,
+                 state: bytes | None = None, process_index: int = 0, process_count: int = 1):
+        rng = np.random.default_rng([seed, epoch])
+        self.order = rng.permutation(len(source)).astype(np.int32)
+        self.seeds = rng.integers(0, 2**32, size=len(source), dtype=np.uint32)
+        self.labels, self.digest, self.epoch = source.labels, source.digest, epoch
+        self.global_batch, self.share = batch_size, batch_size // process_count
+        self.first = process_index * self.share
+        self.steps, self.next_batch = len(source) // batch_size, 0
+        if state is not None:
+            self._restore(json.loads(state))
 
-    def __len__(self) -> int:
-        return len(self.labels)
+    def _restore(self, saved: dict[str, Any]) -> None:
+        mine = {"data": self.digest, "epoch": self.epoch, "global_batch": self.global_batch}
+        if {key: saved.get(key) for key in mine} != mine:
+            raise ValueError(f"this iterator state belongs to another epoch or data: {saved} "
+                             f"is not {mine}.")
+        self.next_batch = int(saved["next_batch"])
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"index": np.int32(index), "label": self.labels[index]}
+    def __iter__(self) -> IndexBatches:
+        return self
 
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self.next_batch >= self.steps:
+            raise StopIteration
+        start = self.next_batch * self.global_batch + self.first
+        rows = slice(start, start + self.share)
+        self.next_batch += 1
+        index = self.order[rows]
+        return {"index": index, "label": self.labels[index], "seed": self.seeds[rows]}
 
-class DrawSeed(grain.transforms.RandomMap):
-    """Each example's seed for `window_image`, from grain's per-record generator."""
-
-    def random_map(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        return {**record, "seed": np.uint32(rng.integers(2**32))}
+    def get_state(self) -> bytes:
+        return json.dumps({"data": self.digest, "epoch": self.epoch,
+                           "global_batch": self.global_batch,
+                           "next_batch": self.next_batch}).encode()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity, as jax.jit hashes it
@@ -186,12 +211,4 @@ class DeviceWindows:
     def __call__(self, data: ResidentSpectrograms, batch: dict[str, jax.Array]
                  ) -> dict[str, jax.Array]:
         return window_batch(data, batch, image=self.image, augment=self.augment)
-
-
-def index_loader(source: SpectrogramSource, *, batch_size: int, seed: int, epoch: int,
-                 workers: int = 0) -> grain.DataLoader:
-    """One epoch of shuffled `{'index', 'label', 'seed'}` batches of `source`'s records, in
-    the host path's order."""
-    return epoch_loader(RecordIndexSource(source.labels, source.digest), DrawSeed(), 0.0,
-                        batch_size=batch_size, seed=seed, epoch=epoch, workers=workers)
 
