@@ -69,16 +69,23 @@ def conv_general_dilated(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides: Seq
         if taps > 1 and taps > min(lhs.shape[1] * lhs.shape[2], out[0] * out[1]):
             return small_map_conv(lhs, rhs, tuple(window_strides), pads, precision,
                                   preferred_element_type)
-    # The barriers keep the convolution's input and its output's cotangent whole tensors of
-    # their own: otherwise XLA:CPU fuses the elementwise work that produced them (BatchNorm,
-    # ReLU, the residual sum, their gradients) into the transposed copies the weight gradient
-    # reads, and recomputes it there, strided: ResNet-34's train step 14-17% slower
-    # (benchmarks/NOTES.md). The values are the same.
-    out = lax.conv_general_dilated(lax.optimization_barrier(lhs), rhs, window_strides, padding,
+    out = lax.conv_general_dilated(_whole_on_cpu(lhs), rhs, window_strides, padding,
                                    lhs_dilation, rhs_dilation, dimension_numbers,
                                    feature_group_count, batch_group_count, precision,
                                    preferred_element_type)
-    return lax.optimization_barrier(out)
+    return _whole_on_cpu(out)
+
+
+def _whole_on_cpu(x: jnp.ndarray) -> jnp.ndarray:
+    """On CPU, `x` (and, in the backward pass, its cotangent) as a whole tensor of its own.
+
+    Around a convolution this keeps XLA:CPU from fusing the elementwise work that made its
+    input or its output's cotangent (BatchNorm, ReLU, the residual sum, their gradients) into
+    the transposed copies its weight gradient reads, where it is recomputed with strided
+    access: ResNet-18/34 train steps ~20% faster (benchmarks/NOTES.md). Same values. Not on
+    GPUs and TPUs, whose compilers fuse elementwise work into their convolutions.
+    """
+    return lax.optimization_barrier(x) if jax.default_backend() == "cpu" else x
 
 
 def pointwise_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
