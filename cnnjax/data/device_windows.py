@@ -1,7 +1,7 @@
-"""Training windows cut, augmented and scaled on the devices (`config.data.augment_on='device'`).
+"""Training windows cut, augmented and scaled on the devices (`config.augment.on_device`).
 
 The host path (`pipeline.TrainWindow`) crops, augments and resizes every example in numpy:
-about a thousand examples/s per host process, far below what an accelerator's train step
+a few thousand examples/s per host process, far below what an accelerator's train step
 consumes. Here the training split's spectrograms are copied to the devices once, back to back
 in one array, and the host hands over per example only its record index, label and a seed
 (`IndexBatches`: shuffled per epoch, shared over processes and resumable mid-epoch like the
@@ -140,6 +140,7 @@ def window_batch(data: ResidentSpectrograms, batch: dict[str, jax.Array], *,
     if data.targets is not None:
         out["target"] = data.targets[batch["index"]]
     if augment.mixup_alpha > 0:
+        # The batch's own key: its first example's seed, changed so as not to reuse that key.
         weight_key, order_key = jax.random.split(jax.random.PRNGKey(batch["seed"][0] ^ 0x5EED))
         alpha = augment.mixup_alpha
         weight = jax.random.beta(weight_key, alpha, alpha, batch["label"].shape)
