@@ -57,6 +57,12 @@ recordings, 369 train / 92 validation per fold), mean ± std over the five folds
   --config.checkpoint.best_metric=` to write its last epoch's `val_predictions.csv`): balanced
   accuracy 0.610 ± 0.054, macro-F1 0.533 ± 0.025, accuracy 0.573 ± 0.026; recall extrastole
   0.569, murmur 0.737, normal 0.525. No better than its members.
+- Seeds of one recipe (from scratch, class weights; `--config.seed=1` and `=2`, same folds;
+  2026-11-30, same machine, the current code), 10 min 37 s and 10 min 20 s: balanced
+  accuracy 0.595 ± 0.034 and 0.587 ± 0.045, macro-F1 0.530 and 0.518; the three seeds (with
+  the seed-0 run above) averaged (`python -m cnnjax.ensemble --out runs/seeds runs/scratch_cv
+  runs/scratch_seed1_cv runs/scratch_seed2_cv`): balanced accuracy 0.603 ± 0.060, macro-F1
+  0.531 ± 0.040, accuracy 0.584 ± 0.041; recall extrastole 0.542, murmur 0.716, normal 0.550.
 Short of the targets (balanced accuracy 0.70, macro-F1 0.60, every recall 0.55), and neither
 pretrained backbone beats from-scratch training here.
 """
