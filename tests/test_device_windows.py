@@ -2,6 +2,8 @@
 windows and images where nothing is random, its distributions where something is, and the
 same resumable, seeded batches."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +16,10 @@ from cnnjax.data.device_windows import (DeviceWindows, IndexBatches, resident_sp
                                         window_batch, window_image)
 from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
                                   spectrogram_image)
+from cnnjax.errors import ConfigError
 from cnnjax.parallel import DataParallel
+from cnnjax.train.resume import check_resumable, config_changes
+from experiments import heartbeat_synthetic
 from test_pipeline import tiny_config  # noqa: F401 (a fixture)
 
 NOTHING_RANDOM = AugmentSettings(random_crop=False)
@@ -185,3 +190,16 @@ def test_on_device_datasets_hand_over_indices_and_seeds(tiny_config):  # noqa: F
     placed = parallel.put_train_batch(batch)
     assert placed["image"].shape == (tiny_config.batch_size, *datasets.input_shape)
     np.testing.assert_array_equal(placed["label"], datasets.train.labels[batch["index"]])
+
+
+def test_a_run_cannot_resume_on_the_other_input_path():
+    # The saved position within an epoch is the host path's grain state or IndexBatches'.
+    config = heartbeat_synthetic.get_config()
+    saved = json.loads(config.to_json())
+    del saved["augment"]["on_device"]  # a run written before the field existed
+    assert config_changes(json.dumps(saved), config) == {}
+    config.augment.on_device = True
+    with pytest.raises(ConfigError, match="config.augment.on_device was None .* is True"):
+        check_resumable(config_changes(json.dumps(saved), config))
+    config.augment.on_device, config.augment.gain_db = False, 3.0
+    check_resumable(config_changes(json.dumps(saved), config))  # other augmentations may change

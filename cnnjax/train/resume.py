@@ -6,17 +6,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from cnnjax.configs import base
 from cnnjax.errors import ConfigError
 from cnnjax.train.warm_start import INPUT_FIELDS
 
 # Changing these changes the parameters' shapes or meaning, the optimizer state's layout, the
-# inputs the network learnt, or which recordings validate (a new split would validate on
-# recordings the saved state has trained on).
+# inputs the network learnt, which recordings validate (a new split would validate on
+# recordings the saved state has trained on), or how the saved position within an epoch reads
+# (each input path keeps its own).
 SPLIT_FIELDS = ("data.val_fraction", "data.split_seed", "data.grouped", "data.num_folds",
                 "data.fold", "data.val_groups")
 STATE_FIELDS = ("model", "data.name", "data.subset", "data.manual_dir", "data.csv",
                 "data.synthetic", "data.synthetic_images", "data.classes", "optimizer.name",
-                "loss.name", *INPUT_FIELDS, *SPLIT_FIELDS)
+                "loss.name", "augment.on_device", *INPUT_FIELDS, *SPLIT_FIELDS)
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -29,12 +31,16 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_changes(saved_json: str, config: Any) -> dict[str, tuple[Any, Any]]:
-    """`{field: (saved value, new value)}` for every field that differs."""
-    saved, current = (_flatten(json.loads(text))
-                      for text in (saved_json, config.to_json()))
+    """`{field: (saved value, new value)}` for every field that differs. A field the saved
+    config lacks (added to cnnjax after it was written) is unchanged while it holds the base
+    config's default, the behaviour of the code that wrote it."""
+    saved, current, defaults = (_flatten(json.loads(text)) for text in (
+        saved_json, config.to_json(), base.get_config().to_json()))
     return {field: (saved.get(field), current.get(field))
             for field in sorted(set(saved) | set(current))
-            if saved.get(field) != current.get(field)}
+            if saved.get(field) != current.get(field)
+            and not (field not in saved and field in defaults
+                     and current.get(field) == defaults[field])}
 
 
 def check_resumable(changes: dict[str, tuple[Any, Any]]) -> None:
