@@ -16,8 +16,8 @@ recall with the normal class's: most errors are normal recordings called murmur/
 Gentler weights (`--config.loss.class_weights=1.83,1.27,0.69`, the balanced ones' square
 roots; same date and machine): balanced accuracy 0.527 ± 0.065, macro-F1 0.514 ± 0.050,
 accuracy 0.668 ± 0.053; recall extrastole 0.169, murmur 0.674, normal 0.738.
-Again on 2026-11-30 (2-core Intel Xeon, the current code: 1x1 convolutions as matrix
-products, same launch): 10 min 5 s wall for all five folds, with other test runs sharing
+Again on 2026-11-30 (2-core Intel Xeon, with 1x1 convolutions as matrix products but before
+the convolution barriers, which make the train steps faster still; same launch): 10 min 5 s wall for all five folds, with other test runs sharing
 the machine for two of them (fold wall times 112, 145, 141, 105, 101 s); balanced accuracy
 0.586 ± 0.039, macro-F1 0.428 ± 0.042, accuracy 0.419 ± 0.059; recall extrastole 0.787,
 murmur 0.684, normal 0.287 (within the folds' spread of the first measurement).
