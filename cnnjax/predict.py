@@ -34,7 +34,7 @@ from cnnjax.checkpoint import Checkpoints
 from cnnjax.config import validate_config
 from cnnjax.data.builders import recording_flags, to_int16
 from cnnjax.data.datasets import (Recordings, feature_workers, image_settings, mel_settings,
-                                  spectrograms)
+                                  model_inputs, spectrograms)
 from cnnjax.data.feature_cache import FeatureCache
 from cnnjax.data.pipeline import EVAL_WINDOWS, window_images
 from cnnjax.errors import DataError
@@ -99,8 +99,9 @@ def read_spectrograms(paths: Sequence[str], config: Any
             errors.append("")
     mel = mel_settings(config)
     workers = feature_workers(int(config.data.feature_workers))
-    computed = iter(spectrograms(Recordings((), records, {}), mel,
-                                 FeatureCache(None, {}), config.audio.frontend, workers))
+    computed = iter(model_inputs(config, spectrograms(
+        Recordings((), records, {}), mel, FeatureCache(None, {}), config.audio.frontend,
+        workers)))
     return [None if error else next(computed) for error in errors], errors
 
 

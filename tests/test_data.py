@@ -3,10 +3,14 @@ from collections import Counter
 import ml_collections
 import numpy as np
 import pytest
+import scipy.signal
 import soundfile as sf
 
+from cnnjax.audio.features import MelSettings, log_mel, remove_band_means
+from cnnjax.audio.synth import synthesize
 from cnnjax.data import canonical_name, get_datasets, read_index, stratified_split
 from cnnjax.errors import DataError
+from cnnjax.predict import read_spectrograms
 
 from experiments import heartbeat_synthetic
 
@@ -110,3 +114,42 @@ def test_three_channel_images_repeat_the_spectrogram(tiny_config):
     batch = next(get_datasets(tiny_config).eval_batches())
     assert batch["image"].shape == (4, 32, 48, 3)
     np.testing.assert_array_equal(batch["image"][..., 0], batch["image"][..., 2])
+
+
+def test_removing_band_means_cancels_a_recording_chains_filter():
+    """A stethoscope's frequency response is a linear filter: a constant per mel band in dB.
+    Per-recording band means remove it, closed form and on real filtered recordings."""
+    rng = np.random.default_rng(0)
+    spectrogram = rng.uniform(-80, 0, (16, 50)).astype(np.float32)
+    response = rng.uniform(-20, 20, (16, 1)).astype(np.float32)
+    np.testing.assert_allclose(remove_band_means(spectrogram + response, -40.0),
+                               remove_band_means(spectrogram, -40.0), atol=1e-4)
+    np.testing.assert_allclose(remove_band_means(spectrogram, -40.0).mean(axis=1), -40.0,
+                               atol=1e-4)
+    # A heart sound through the diaphragm's tilt, a low-pass and a high-pass, and without.
+    samples = synthesize("murmur", rng, duration=6.0) + 0.01 * rng.standard_normal(24000)
+    mel = MelSettings(sample_rate=4000, n_mels=32, fmin=20.0, fmax=800.0, top_db=120.0)
+    plain = log_mel(samples.astype(np.float32), mel)
+    for b, a in (([1.0, -0.95], [1.0]), scipy.signal.butter(2, 200, fs=4000),
+                 scipy.signal.butter(2, 100, "high", fs=4000)):
+        through = log_mel(scipy.signal.lfilter(b, a, samples).astype(np.float32), mel)
+        gap_before = np.abs(through - plain).mean()
+        gap_after = np.abs(remove_band_means(through, -60.0) -
+                           remove_band_means(plain, -60.0)).mean()
+        assert gap_before > 0.9 and gap_after < 0.2, (gap_before, gap_after)
+
+
+def test_band_means_are_removed_for_training_evaluation_and_prediction(tiny_config, tmp_path):
+    plain = get_datasets(tiny_config)
+    tiny_config.audio.remove_band_means = True
+    normalised = get_datasets(tiny_config)
+    for ours, theirs in ((normalised.train, plain.train), (normalised.val, plain.val)):
+        for got, raw in zip(ours.spectrograms, theirs.spectrograms):
+            np.testing.assert_array_equal(got, remove_band_means(raw, -40.0))
+            np.testing.assert_allclose(got.mean(axis=1), -40.0, atol=1e-3)
+    path = tmp_path / "beat.wav"
+    sf.write(path, synthesize("normal", np.random.default_rng(1), duration=3.0), 4000)
+    (normalised_input,), _ = read_spectrograms([str(path)], tiny_config)
+    tiny_config.audio.remove_band_means = False
+    (raw_input,), _ = read_spectrograms([str(path)], tiny_config)
+    np.testing.assert_array_equal(normalised_input, remove_band_means(raw_input, -40.0))

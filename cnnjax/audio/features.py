@@ -52,6 +52,19 @@ def log_mel(samples: np.ndarray, settings: MelSettings = MelSettings()) -> np.nd
     return db.astype(np.float32)
 
 
+def remove_band_means(spectrogram: np.ndarray, level: float) -> np.ndarray:
+    """The `[n_mels, frames]` dB spectrogram with every band's mean over the recording moved
+    to `level` dB (per-recording normalisation, the log-mel form of cepstral mean
+    normalisation).
+
+    A stationary linear filter, such as a stethoscope's or a recording chain's frequency
+    response, adds one constant per band in dB; after this the input no longer depends on it
+    (nor on the gain), only on how each band changes over time.
+    """
+    band_means = spectrogram.mean(axis=1, keepdims=True)
+    return (spectrogram - band_means + level).astype(np.float32)
+
+
 def crop_frames(spectrogram: np.ndarray, width: int, start: int | None = None,
                 fill: float | None = None) -> np.ndarray:
     """A `width`-frame window starting at `start` (centred when None); short ones are padded

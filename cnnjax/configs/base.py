@@ -151,6 +151,9 @@ def _audio(config: ml_collections.ConfigDict) -> None:
     config.audio.fmax = 2000.0  # Hz
     config.audio.top_db = 80.0  # the dynamic range kept below the loudest bin
     config.audio.frontend = "librosa"  # | 'jax': the same log-mel computed on the device
+    # each mel band's mean over the recording removed (per-recording normalisation): the
+    # input no longer depends on the recording chain's frequency response
+    config.audio.remove_band_means = False
 
 
 def _model(config: ml_collections.ConfigDict) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import jax
 import numpy as np
 
-from cnnjax.audio.features import MelSettings, log_mel, resample
+from cnnjax.audio.features import MelSettings, log_mel, remove_band_means, resample
 from cnnjax.audio.frontend import log_mel_many
 from cnnjax.audio.synth import HEART_RATE_CSV, SynthSettings, default_data_root, write_dataset
 from cnnjax.data.builders import AudioFolder, PascalHeartbeat, build
@@ -233,15 +233,24 @@ def image_settings(config: Any, mel: MelSettings) -> ImageSettings:
                          normalization=config.data.normalization)
 
 
+def model_inputs(config: Any, log_mels: list[np.ndarray]) -> list[np.ndarray]:
+    """The whole-recording spectrograms windows are cut from: the log-mels as computed (and
+    cached), each normalised on its own as `config.audio` asks (band means at the middle of
+    the dB range, which `to_image` maps to 0)."""
+    if config.audio.remove_band_means:
+        return [remove_band_means(s, -config.audio.top_db / 2) for s in log_mels]
+    return log_mels
+
+
 def recording_log_mels(config: Any, recordings: Recordings) -> list[np.ndarray]:
-    """Every recording's whole log-mel with the config's settings, through the feature
-    cache under the data root."""
+    """Every recording's whole spectrogram as the model's windows see it (`model_inputs`),
+    its log-mel with the config's settings through the feature cache under the data root."""
     mel = mel_settings(config)
     cache = FeatureCache(data_root(config.data) / "features" if config.data.feature_cache
                          else None,
                          {**dataclasses.asdict(mel), "frontend": config.audio.frontend})
-    return spectrograms(recordings, mel, cache, config.audio.frontend,
-                        feature_workers(int(config.data.feature_workers)))
+    return model_inputs(config, spectrograms(recordings, mel, cache, config.audio.frontend,
+                                             feature_workers(int(config.data.feature_workers))))
 
 
 def split_recordings(data: Any, recordings: Recordings, fold: int

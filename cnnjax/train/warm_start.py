@@ -20,8 +20,8 @@ WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".safetensors", ".npz")
 # What a network was trained to see: `--mode=export` records these in the weights file, and a
 # run that starts from the file names those its own config changes.
 INPUT_FIELDS = ("audio.sample_rate", "audio.n_fft", "audio.hop_length", "audio.n_mels",
-                "audio.fmin", "audio.fmax", "audio.top_db", "data.crop_seconds",
-                "data.image_size", "data.channels", "data.normalization")
+                "audio.fmin", "audio.fmax", "audio.top_db", "audio.remove_band_means",
+                "data.crop_seconds", "data.image_size", "data.channels", "data.normalization")
 
 
 def input_settings(config: Any) -> dict[str, Any]:
