@@ -20,8 +20,12 @@ That was the code before the convolution barriers (cnnjax.models.layers). The sa
 on the current code, same machine, 2 1/2 hours later: 154 s, the same accuracy (0.989, 0.981,
 0.987), over the 120 s aimed for; the machine itself ran slower then (librosa's log-mels 86
 recordings/s against 150 in the first run, the train steps 1.1 against ~2 per second), so
-the two times do not compare the code. The last measurement before (2026-11-23, 2-core AMD
-EPYC) took 2 min 33 s, accuracy 0.989.
+the two times do not compare the code. Again on 2026-11-30 at 08:25 (float32 matmul 240
+GFLOP/s against 305 the day before): 164 s wall (`done in 154.0 s`), the same accuracy.
+Where it went: ~87 s in the 130 train steps (0.65-0.68 s each, `python -m benchmarks.run
+--sizes 128 --only resnet18`), ~15 s evaluating, the rest start-up, the data build, the
+log-mels (numba's first compile included) and the first compiles; still over 120 s.
+The last measurement before (2026-11-23, 2-core AMD EPYC) took 2 min 33 s, accuracy 0.989.
 """
 
 import ml_collections
