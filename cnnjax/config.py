@@ -13,7 +13,7 @@ from cnnjax.data.datasets import FRONTENDS, SOURCES
 from cnnjax.data.image_datasets import IMAGE_SOURCES
 from cnnjax.data.image_pipeline import IMAGE_NORMALIZATIONS
 from cnnjax.data.pascal import SUBSETS
-from cnnjax.data.pipeline import EVAL_WINDOWS, NORMALIZATIONS
+from cnnjax.data.pipeline import EVAL_WINDOWS, NORMALIZATIONS, SAMPLINGS
 from cnnjax.errors import ConfigError
 from cnnjax.models.registry import MODELS, model_fields
 from cnnjax.parallel import PARALLEL_MODES
@@ -34,6 +34,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "checkpoint.best_mode": ("max", "min"),
     "parallel": PARALLEL_MODES,
     "data.eval_windows": EVAL_WINDOWS,
+    "data.sampling": SAMPLINGS,
     "dtype": tuple(COMPUTE_DTYPES),
     "freeze_norm": FREEZE_NORM_MODES,
     "loss.name": LOSSES,
@@ -144,9 +145,24 @@ def _check_loss(config: Any) -> None:
         raise ConfigError("config.loss.label_smoothing is for the cross-entropy losses, "
                           "not 'hinge'; set it to 0.")
     _check_logit_adjustment(loss, weights)
+    _check_balanced_sampling(config.data.sampling, loss, weights, regression)
     if regression and config.augment.mixup_alpha > 0:
         raise ConfigError(f"config.augment.mixup_alpha mixes class labels; set it to 0 for "
                           f"the regression loss {loss.name!r}.")
+
+
+def _check_balanced_sampling(sampling: str, loss: Any, weights: Any, regression: bool
+                             ) -> None:
+    """Balanced sampling is one of three answers to rare classes; two at once over-correct."""
+    if sampling != "balanced":
+        return
+    if regression:
+        raise ConfigError(f"config.data.sampling='balanced' draws by class; the regression "
+                          f"loss {loss.name!r} has none. Use 'shuffle'.")
+    if weights is not None or loss.logit_adjustment:
+        raise ConfigError("config.data.sampling='balanced' already shows every class equally "
+                          "often; set config.loss.class_weights='none' and "
+                          "config.loss.logit_adjustment=0.")
 
 
 def _check_logit_adjustment(loss: Any, weights: Any) -> None:

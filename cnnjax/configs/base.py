@@ -90,6 +90,9 @@ def _data(config: ml_collections.ConfigDict) -> None:
     config.data.max_seconds = 600.0  # audio: longer recordings are cut (and counted) when building
     config.data.feature_cache = True  # audio: store each recording's log-mel once, on disk
     config.data.workers = 0  # grain worker processes for the training pipeline; 0 = in process
+    config.data.sampling = "shuffle"  # each epoch every training example once, shuffled |
+    #   'balanced': as many examples, every class equally often (rare ones repeat); instead of
+    #   class weights or logit adjustment, not with them
     config.data.feature_workers = 0  # audio: threads computing uncached log-mels; 0 = one per core
     config.data.synthetic = ml_collections.ConfigDict()  # the synthetic heart sounds
     # (class, how many recordings) pairs

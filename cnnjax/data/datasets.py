@@ -200,6 +200,7 @@ class SpectrogramDatasets(EpochBatches):
     workers: int = 0
     eval_windows: str = "all"  # 'all': average over windows covering a recording; 'centre'
     augment_on_device: bool = False  # training windows cut and augmented by `device_windows`
+    sampling: str = "shuffle"  # | 'balanced': every class as often in an epoch
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -215,12 +216,14 @@ class SpectrogramDatasets(EpochBatches):
     def train_batches(self, epoch: int, state: bytes | None = None) -> TrainBatches:
         if self.augment_on_device:
             return IndexBatches(self.train, self.batch_size, self.seed, epoch, state,
-                                jax.process_index(), jax.process_count())
+                                jax.process_index(), jax.process_count(),
+                                balanced=self.sampling == "balanced")
         return super().train_batches(epoch, state)
 
     def _train_loader(self, epoch: int) -> Any:
         return train_loader(self.train, self.image, self.augment, batch_size=self.batch_size,
-                            seed=self.seed, epoch=epoch, workers=self.workers)
+                            seed=self.seed, epoch=epoch, workers=self.workers,
+                            sampling=self.sampling)
 
     def eval_batches(self) -> Iterator[EvalBatch]:
         return eval_batches(self.val, self.image, self.eval_batch_size, self.eval_windows)
@@ -290,7 +293,7 @@ def get_datasets(config: Any) -> Datasets:
         recordings.class_names, source(train_idx), source(val_idx),
         [recordings.file_names[i] for i in val_idx], image_settings(config, mel), augment,
         config.batch_size, config.eval_batch_size, config.seed, data.workers, data.eval_windows,
-        config.augment.on_device)
+        config.augment.on_device, data.sampling)
     if datasets.steps_per_epoch == 0:
         raise ConfigError(f"config.batch_size={config.batch_size} is larger than the "
                           f"{len(datasets.train)} training examples.")

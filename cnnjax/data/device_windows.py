@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax.data.pipeline import AugmentSettings, ImageSettings, SpectrogramSource
+from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
+                                  balanced_order)
 from cnnjax.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -155,8 +156,9 @@ class IndexBatches:
     """One epoch of `{'index', 'label', 'seed'}` batches for `DeviceWindows`, resumable
     mid-epoch (`TrainBatches`).
 
-    The epoch's order and every example's seed come from one generator seeded by
-    (`seed`, `epoch`), drawn for the whole epoch at once: handing over a batch is two numpy
+    The epoch's order (a permutation, or `balanced_order` when `balanced`) and every
+    example's seed come from one generator seeded by (`seed`, `epoch`), drawn for the whole
+    epoch at once: handing over a batch is two numpy
     slices, so the host keeps up with an accelerator (grain's per-record transforms cost
     ~200 us an example here; benchmarks/NOTES.md). As on the host path, process p of P takes
     rows [p * b, (p + 1) * b) of every global batch of P * b, so several hosts see exactly
@@ -164,9 +166,11 @@ class IndexBatches:
     """
 
     def __init__(self, source: SpectrogramSource, batch_size: int, seed: int, epoch: int,
-                 state: bytes | None = None, process_index: int = 0, process_count: int = 1):
+                 state: bytes | None = None, process_index: int = 0, process_count: int = 1,
+                 balanced: bool = False):
         rng = np.random.default_rng([seed, epoch])
-        self.order = rng.permutation(len(source)).astype(np.int32)
+        self.order = (balanced_order(source.labels, rng) if balanced
+                      else rng.permutation(len(source)).astype(np.int32))
         self.seeds = rng.integers(0, 2**32, size=len(source), dtype=np.uint32)
         self.labels, self.digest, self.epoch = source.labels, source.digest, epoch
         self.global_batch, self.share = batch_size, batch_size // process_count

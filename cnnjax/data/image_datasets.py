@@ -136,6 +136,7 @@ class ImageDatasets(EpochBatches):
     eval_batch_size: int
     seed: int
     workers: int = 0
+    sampling: str = "shuffle"  # | 'balanced': every class as often in an epoch
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -149,7 +150,7 @@ class ImageDatasets(EpochBatches):
     def _train_loader(self, epoch: int) -> Any:
         return image_train_loader(self.train, self.augment, self.normalization,
                                   batch_size=self.batch_size, seed=self.seed, epoch=epoch,
-                                  workers=self.workers)
+                                  workers=self.workers, sampling=self.sampling)
 
     def eval_batches(self) -> Iterator[EvalBatch]:
         return image_eval_batches(self.val, self.normalization, self.eval_batch_size)
@@ -178,7 +179,7 @@ def get_image_datasets(config: Any, root: Path) -> ImageDatasets:
                              [images.file_names[i] for i in val_idx],
                              tuple(int(v) for v in data.image_size), data.normalization,
                              augment, config.batch_size, config.eval_batch_size, config.seed,
-                             data.workers)
+                             data.workers, data.sampling)
     if datasets.steps_per_epoch == 0:
         raise ConfigError(f"config.batch_size={config.batch_size} is larger than the "
                           f"{len(datasets.train)} training images.")

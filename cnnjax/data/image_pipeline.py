@@ -111,11 +111,12 @@ class TrainImage(grain.transforms.RandomMap):
 
 
 def image_train_loader(source: ImageSource, augment: ImageAugment, normalization: str, *,
-                       batch_size: int, seed: int, epoch: int, workers: int = 0
-                       ) -> grain.DataLoader:
-    """One epoch of shuffled batches of augmented images (`epoch_loader`)."""
+                       batch_size: int, seed: int, epoch: int, workers: int = 0,
+                       sampling: str = "shuffle") -> grain.DataLoader:
+    """One epoch of batches (`epoch_loader`) of augmented images."""
     return epoch_loader(source, TrainImage(augment, normalization), augment.mixup_alpha,
-                        batch_size=batch_size, seed=seed, epoch=epoch, workers=workers)
+                        batch_size=batch_size, seed=seed, epoch=epoch, workers=workers,
+                        sampling=sampling)
 
 
 def image_eval_batches(source: ImageSource, normalization: str, batch_size: int

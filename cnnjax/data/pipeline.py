@@ -128,6 +128,42 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
+SAMPLINGS = ("shuffle", "balanced")
+
+
+def balanced_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One epoch of `len(labels)` record indices in which every class comes up equally often
+    (the remainder going to classes drawn at random): a class's records are drawn uniformly
+    with replacement, so a rare class's records repeat within an epoch and a common class's
+    are subsampled. In random order."""
+    classes = np.unique(labels)
+    counts = np.full(len(classes), len(labels) // len(classes))
+    counts[rng.choice(len(classes), len(labels) % len(classes), replace=False)] += 1
+    picks = [rng.choice(np.flatnonzero(labels == c), n) for c, n in zip(classes, counts)]
+    return rng.permutation(np.concatenate(picks)).astype(np.int32)
+
+
+class BalancedSampler:
+    """grain's `IndexSampler` for one epoch of `balanced_order`: the same record keys for the
+    same labels and seed, and each position's generator seeded as grain seeds it."""
+
+    def __init__(self, labels: np.ndarray, seed: int):
+        self.seed, self.labels = seed, np.asarray(labels, np.int32)
+        self.order = balanced_order(self.labels, np.random.default_rng(seed))
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __repr__(self) -> str:
+        digest = hashlib.sha256(self.labels.tobytes()).hexdigest()[:16]
+        return f"BalancedSampler(records={len(self)}, seed={self.seed}, labels={digest})"
+
+    def __getitem__(self, index: int) -> grain.RecordMetadata:
+        return grain.RecordMetadata(
+            index=index, record_key=int(self.order[index]),
+            rng=np.random.Generator(np.random.Philox(key=self.seed + index)))
+
+
 class ProcessShareSampler:
     """One process's share of every global batch of a shuffled epoch.
 
@@ -139,11 +175,13 @@ class ProcessShareSampler:
     """
 
     def __init__(self, num_records: int, global_batch: int, seed: int,
-                 process_index: int = 0, process_count: int = 1):
+                 process_index: int = 0, process_count: int = 1,
+                 balanced_labels: np.ndarray | None = None):
         self.share = global_batch // process_count
         self.global_batch, self.process_index = global_batch, process_index
-        self.epoch_order = grain.samplers.IndexSampler(num_records, shuffle=True, num_epochs=1,
-                                                       seed=seed)
+        self.epoch_order = (
+            grain.samplers.IndexSampler(num_records, shuffle=True, num_epochs=1, seed=seed)
+            if balanced_labels is None else BalancedSampler(balanced_labels, seed))
         self.length = num_records // global_batch * self.share
 
     def __len__(self) -> int:
@@ -163,12 +201,16 @@ class ProcessShareSampler:
 
 
 def epoch_loader(source: Any, transform: Any, mixup_alpha: float, *, batch_size: int,
-                 seed: int, epoch: int, workers: int = 0) -> grain.DataLoader:
-    """One epoch of shuffled full batches, each record through `transform` (a grain random
-    map: augmentation), then mixup when `mixup_alpha` > 0. `batch_size` is global; with
-    several processes each one reads its share of every batch (`ProcessShareSampler`)."""
+                 seed: int, epoch: int, workers: int = 0, sampling: str = "shuffle"
+                 ) -> grain.DataLoader:
+    """One epoch of full batches, each record through `transform` (a grain random map:
+    augmentation), then mixup when `mixup_alpha` > 0. `sampling`: 'shuffle' takes every
+    record once, 'balanced' as many by class (`balanced_order`, from `source.labels`).
+    `batch_size` is global; with several processes each one reads its share of every batch
+    (`ProcessShareSampler`)."""
     sampler = ProcessShareSampler(len(source), batch_size, epoch_seed(seed, epoch),
-                                  jax.process_index(), jax.process_count())
+                                  jax.process_index(), jax.process_count(),
+                                  source.labels if sampling == "balanced" else None)
     operations: list[Any] = [transform,
                              grain.transforms.Batch(sampler.share, drop_remainder=True)]
     if mixup_alpha > 0:
@@ -178,10 +220,13 @@ def epoch_loader(source: Any, transform: Any, mixup_alpha: float, *, batch_size:
 
 
 def train_loader(source: SpectrogramSource, image: ImageSettings, augment: AugmentSettings, *,
-                 batch_size: int, seed: int, epoch: int, workers: int = 0) -> grain.DataLoader:
-    """One epoch of shuffled batches of randomly cropped, augmented spectrogram windows."""
+                 batch_size: int, seed: int, epoch: int, workers: int = 0,
+                 sampling: str = "shuffle") -> grain.DataLoader:
+    """One epoch of batches (`epoch_loader`) of randomly cropped, augmented spectrogram
+    windows."""
     return epoch_loader(source, TrainWindow(image, augment), augment.mixup_alpha,
-                        batch_size=batch_size, seed=seed, epoch=epoch, workers=workers)
+                        batch_size=batch_size, seed=seed, epoch=epoch, workers=workers,
+                        sampling=sampling)
 
 
 EVAL_WINDOWS = ("centre", "all")

@@ -13,12 +13,12 @@ from cnnjax.train.warm_start import INPUT_FIELDS
 # Changing these changes the parameters' shapes or meaning, the optimizer state's layout, the
 # inputs the network learnt, which recordings validate (a new split would validate on
 # recordings the saved state has trained on), or how the saved position within an epoch reads
-# (each input path keeps its own).
+# (each input path and sampling keeps its own).
 SPLIT_FIELDS = ("data.val_fraction", "data.split_seed", "data.grouped", "data.num_folds",
                 "data.fold", "data.val_groups")
 STATE_FIELDS = ("model", "data.name", "data.subset", "data.manual_dir", "data.csv",
                 "data.synthetic", "data.synthetic_images", "data.classes", "optimizer.name",
-                "loss.name", "augment.on_device", *INPUT_FIELDS, *SPLIT_FIELDS)
+                "loss.name", "augment.on_device", "data.sampling", *INPUT_FIELDS, *SPLIT_FIELDS)
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
