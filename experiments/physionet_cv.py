@@ -21,7 +21,10 @@ Result of the reference (2026-11-29, 2-core Intel Xeon CPU; log-mel statistics o
 Result of this config leaving out a database (same date and machine; last epoch of 30):
 without a 0.611 (recall abnormal 0.274, normal 0.949; 17 min while tests shared the CPU),
 without b 0.673 (0.846, 0.500; 10 min), without f 0.500 (every recording called abnormal;
-12 min); mean over a, b, f 0.595, short of the 0.70 target. Stratified 5-fold (`--mode=cv`,
+12 min); mean over a, b, f 0.595, short of the 0.70 target. With each recording's band
+means removed (`--config.audio.remove_band_means=True`, 2026-11-30, same machine, 9-16 min
+each): without a 0.656, without b 0.659, without f 0.458 (recall abnormal 0.853, normal
+0.063); mean 0.591, no better (the baseline with it: 0.514, 0.480, 0.417). Stratified 5-fold (`--mode=cv`,
 started 2026-11-29 on the same machine, shared with other work; fold 5 finished 2026-11-30,
 resumed from its checkpoint): 0.808 ± 0.019 (folds 0.805, 0.828, 0.805, 0.825, 0.775; the
 baseline on them 0.726, 0.766, 0.695, 0.771 and 0.705), recall abnormal 0.799, normal 0.817;
