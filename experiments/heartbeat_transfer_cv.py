@@ -63,6 +63,10 @@ recordings, 369 train / 92 validation per fold), mean ± std over the five folds
   the seed-0 run above) averaged (`python -m cnnjax.ensemble --out runs/seeds runs/scratch_cv
   runs/scratch_seed1_cv runs/scratch_seed2_cv`): balanced accuracy 0.603 ± 0.060, macro-F1
   0.531 ± 0.040, accuracy 0.584 ± 0.041; recall extrastole 0.542, murmur 0.716, normal 0.550.
+- From scratch with each recording's band means removed (`--config.audio.remove_band_means=True`;
+  per-recording normalisation, measured first on PhysioNet's left-out databases), 16 min,
+  2026-11-30: balanced accuracy 0.599 ± 0.049, macro-F1 0.509 ± 0.015, accuracy
+  0.545 ± 0.033; recall extrastole 0.569, murmur 0.747, normal 0.481.
 Short of the targets (balanced accuracy 0.70, macro-F1 0.60, every recall 0.55), and neither
 pretrained backbone beats from-scratch training here.
 """
