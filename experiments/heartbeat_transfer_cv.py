@@ -67,6 +67,10 @@ recordings, 369 train / 92 validation per fold), mean ± std over the five folds
   per-recording normalisation, measured first on PhysioNet's left-out databases), 16 min,
   2026-11-30: balanced accuracy 0.599 ± 0.049, macro-F1 0.509 ± 0.015, accuracy
   0.545 ± 0.033; recall extrastole 0.569, murmur 0.747, normal 0.481.
+- From scratch with balanced sampling instead of class weights
+  (`--config.data.sampling=balanced --config.loss.class_weights=none`), 16 min, 2026-11-30:
+  balanced accuracy 0.585 ± 0.033, macro-F1 0.536 ± 0.021, accuracy 0.629 ± 0.021; recall
+  extrastole 0.369, murmur 0.758, normal 0.628. Normal recall bought with extrastole's.
 Short of the targets (balanced accuracy 0.70, macro-F1 0.60, every recall 0.55), and neither
 pretrained backbone beats from-scratch training here.
 """
