@@ -158,9 +158,9 @@ class IndexBatches:
 
     The epoch's order (a permutation, or `balanced_order` when `balanced`) and every
     example's seed come from one generator seeded by (`seed`, `epoch`), drawn for the whole
-    epoch at once: handing over a batch is two numpy
-    slices, so the host keeps up with an accelerator (grain's per-record transforms cost
-    ~200 us an example here; benchmarks/NOTES.md). As on the host path, process p of P takes
+    epoch at once: handing over a batch is two numpy slices, so the host keeps up with an
+    accelerator (grain's per-record transforms cost ~200 us an example here;
+    benchmarks/NOTES.md). As on the host path, process p of P takes
     rows [p * b, (p + 1) * b) of every global batch of P * b, so several hosts see exactly
     one host's batches, and the remainder is dropped.
     """
