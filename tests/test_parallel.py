@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO
 from cnnjax.checkpoint import read_variables
-from cnnjax.data.pipeline import ProcessShareSampler
+from cnnjax.data.pipeline import ProcessShareSampler, epoch_order
 from cnnjax.errors import ConfigError
 from cnnjax.models import SimpleCNN
 from cnnjax.parallel import check_batch_sizes, initialize_distributed
@@ -150,8 +150,10 @@ def test_partial_multi_process_settings_are_a_config_error(monkeypatch):
 
 
 def test_process_shares_make_up_the_single_process_batches():
-    whole = ProcessShareSampler(21, 6, seed=5)
-    shares = [ProcessShareSampler(21, 6, seed=5, process_index=p, process_count=3)
+    labels = np.arange(21) % 3
+    whole = ProcessShareSampler(epoch_order(labels, seed=5), 6)
+    shares = [ProcessShareSampler(epoch_order(labels, seed=5), 6, process_index=p,
+                                  process_count=3)
               for p in range(3)]
     assert len(whole) == 18 and all(len(share) == 6 for share in shares)
     for batch in range(3):

@@ -10,7 +10,7 @@ from cnnjax.config import validate_config
 from cnnjax.data import get_datasets
 from cnnjax.data.device_windows import IndexBatches
 from cnnjax.data.pipeline import (BalancedSampler, ProcessShareSampler, SpectrogramSource,
-                                  balanced_order, epoch_seed, train_loader)
+                                  balanced_order, epoch_order, epoch_seed, train_loader)
 from cnnjax.errors import ConfigError
 from experiments import heartbeat_synthetic
 from test_pipeline import AUGMENT, IMAGE, batches, tiny_config  # noqa: F401 (a fixture)
@@ -61,9 +61,9 @@ def test_host_path_epochs_are_balanced_seeded_and_resume_mid_epoch():
 
 
 def test_balanced_process_shares_make_up_the_single_process_batches():
-    whole = ProcessShareSampler(18, 6, seed=5, balanced_labels=LABELS)
-    shares = [ProcessShareSampler(18, 6, seed=5, process_index=p, process_count=3,
-                                  balanced_labels=LABELS) for p in range(3)]
+    whole = ProcessShareSampler(epoch_order(LABELS, 5, "balanced"), 6)
+    shares = [ProcessShareSampler(epoch_order(LABELS, 5, "balanced"), 6, process_index=p,
+                                  process_count=3) for p in range(3)]
     for batch in range(3):
         expected = [whole[batch * 6 + i] for i in range(6)]
         got = [shares[p][batch * 2 + i] for p in range(3) for i in range(2)]

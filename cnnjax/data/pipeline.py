@@ -164,8 +164,16 @@ class BalancedSampler:
             rng=np.random.Generator(np.random.Philox(key=self.seed + index)))
 
 
+def epoch_order(labels: np.ndarray, seed: int, sampling: str = "shuffle") -> Any:
+    """One epoch's record keys and per-record generators as a grain sampler: every record
+    once, shuffled (grain's `IndexSampler`), or `BalancedSampler`'s draw by class."""
+    if sampling == "balanced":
+        return BalancedSampler(labels, seed)
+    return grain.samplers.IndexSampler(len(labels), shuffle=True, num_epochs=1, seed=seed)
+
+
 class ProcessShareSampler:
-    """One process's share of every global batch of a shuffled epoch.
+    """One process's share of every global batch of an epoch (`epoch_order`).
 
     The epoch's order, each record's random generator and the global batches are those of
     a single process; process p of P reads records [p * b, (p + 1) * b) of every global batch
@@ -174,15 +182,12 @@ class ProcessShareSampler:
     part. (Mixup pairs examples within a process's share.)
     """
 
-    def __init__(self, num_records: int, global_batch: int, seed: int,
-                 process_index: int = 0, process_count: int = 1,
-                 balanced_labels: np.ndarray | None = None):
+    def __init__(self, epoch_order: Any, global_batch: int, process_index: int = 0,
+                 process_count: int = 1):
         self.share = global_batch // process_count
         self.global_batch, self.process_index = global_batch, process_index
-        self.epoch_order = (
-            grain.samplers.IndexSampler(num_records, shuffle=True, num_epochs=1, seed=seed)
-            if balanced_labels is None else BalancedSampler(balanced_labels, seed))
-        self.length = num_records // global_batch * self.share
+        self.epoch_order = epoch_order
+        self.length = len(epoch_order) // global_batch * self.share
 
     def __len__(self) -> int:
         return self.length
@@ -204,13 +209,12 @@ def epoch_loader(source: Any, transform: Any, mixup_alpha: float, *, batch_size:
                  seed: int, epoch: int, workers: int = 0, sampling: str = "shuffle"
                  ) -> grain.DataLoader:
     """One epoch of full batches, each record through `transform` (a grain random map:
-    augmentation), then mixup when `mixup_alpha` > 0. `sampling`: 'shuffle' takes every
-    record once, 'balanced' as many by class (`balanced_order`, from `source.labels`).
+    augmentation), then mixup when `mixup_alpha` > 0, in the `sampling` order
+    (`epoch_order`).
     `batch_size` is global; with several processes each one reads its share of every batch
     (`ProcessShareSampler`)."""
-    sampler = ProcessShareSampler(len(source), batch_size, epoch_seed(seed, epoch),
-                                  jax.process_index(), jax.process_count(),
-                                  source.labels if sampling == "balanced" else None)
+    sampler = ProcessShareSampler(epoch_order(source.labels, epoch_seed(seed, epoch), sampling),
+                                  batch_size, jax.process_index(), jax.process_count())
     operations: list[Any] = [transform,
                              grain.transforms.Batch(sampler.share, drop_remainder=True)]
     if mixup_alpha > 0:
