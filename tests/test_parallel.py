@@ -151,10 +151,9 @@ def test_partial_multi_process_settings_are_a_config_error(monkeypatch):
 
 def test_process_shares_make_up_the_single_process_batches():
     labels = np.arange(21) % 3
-    whole = ProcessShareSampler(epoch_order(labels, seed=5), 6)
-    shares = [ProcessShareSampler(epoch_order(labels, seed=5), 6, process_index=p,
-                                  process_count=3)
-              for p in range(3)]
+    whole = ProcessShareSampler(epoch_order(labels, seed=5), len(labels), 6)
+    shares = [ProcessShareSampler(epoch_order(labels, seed=5), len(labels), 6,
+                                  process_index=p, process_count=3) for p in range(3)]
     assert len(whole) == 18 and all(len(share) == 6 for share in shares)
     for batch in range(3):
         expected = [whole[batch * 6 + i] for i in range(6)]

@@ -61,9 +61,9 @@ def test_host_path_epochs_are_balanced_seeded_and_resume_mid_epoch():
 
 
 def test_balanced_process_shares_make_up_the_single_process_batches():
-    whole = ProcessShareSampler(epoch_order(LABELS, 5, "balanced"), 6)
-    shares = [ProcessShareSampler(epoch_order(LABELS, 5, "balanced"), 6, process_index=p,
-                                  process_count=3) for p in range(3)]
+    whole = ProcessShareSampler(epoch_order(LABELS, 5, "balanced"), len(LABELS), 6)
+    shares = [ProcessShareSampler(epoch_order(LABELS, 5, "balanced"), len(LABELS), 6,
+                                  process_index=p, process_count=3) for p in range(3)]
     for batch in range(3):
         expected = [whole[batch * 6 + i] for i in range(6)]
         got = [shares[p][batch * 2 + i] for p in range(3) for i in range(2)]

@@ -182,12 +182,12 @@ class ProcessShareSampler:
     part. (Mixup pairs examples within a process's share.)
     """
 
-    def __init__(self, epoch_order: Any, global_batch: int, process_index: int = 0,
-                 process_count: int = 1):
+    def __init__(self, epoch_order: Any, records: int, global_batch: int,
+                 process_index: int = 0, process_count: int = 1):
         self.share = global_batch // process_count
         self.global_batch, self.process_index = global_batch, process_index
-        self.epoch_order = epoch_order
-        self.length = len(epoch_order) // global_batch * self.share
+        self.epoch_order = epoch_order  # older grain's IndexSampler has no len(): `records`
+        self.length = records // global_batch * self.share
 
     def __len__(self) -> int:
         return self.length
@@ -214,7 +214,8 @@ def epoch_loader(source: Any, transform: Any, mixup_alpha: float, *, batch_size:
     `batch_size` is global; with several processes each one reads its share of every batch
     (`ProcessShareSampler`)."""
     sampler = ProcessShareSampler(epoch_order(source.labels, epoch_seed(seed, epoch), sampling),
-                                  batch_size, jax.process_index(), jax.process_count())
+                                  len(source.labels), batch_size, jax.process_index(),
+                                  jax.process_count())
     operations: list[Any] = [transform,
                              grain.transforms.Batch(sampler.share, drop_remainder=True)]
     if mixup_alpha > 0:
