@@ -41,7 +41,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 }
 POSITIVE = ("num_epochs", "batch_size", "eval_batch_size", "grad_accum_steps",
             "log_every_steps", "optimizer.learning_rate", "loss.huber_delta")
-AUDIO_POSITIVE = ("audio.sample_rate", "audio.hop_length", "audio.n_mels", "data.crop_seconds")
+AUDIO_POSITIVE = ("audio.sample_rate", "audio.hop_length", "audio.n_mels", "data.crop_seconds",
+                  "augment.filter_points")
 FRACTIONS = ("data.val_fraction", "optimizer.warmup_fraction")
 # Tuples of positive whole numbers, and how many each must hold (None: any number).
 # ml_collections checks only that an override is a tuple: `--config.data.image_size=32`

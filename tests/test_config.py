@@ -77,6 +77,7 @@ def test_a_field_the_model_does_not_take_is_named_when_set():
                               "['adam', 'adamw']"),
     ("model.name", "resnet19", "config.model.name='resnet19' is not valid; choose one of"),
     ("loss.huber_delta", 0.0, "config.loss.huber_delta=0.0 must be positive"),
+    ("augment.filter_points", 0, "config.augment.filter_points=0 must be positive"),
     ("loss.label_smoothing", 1.5, "config.loss.label_smoothing=1.5 must lie in [0, 1]"),
     ("loss.class_weights", "1,-2,3", "config.loss.class_weights='1,-2,3' must be 'none', "
                                      "'balanced' or positive"),

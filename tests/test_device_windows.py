@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.ndimage
+import scipy.stats
 
 from cnnjax.audio.features import crop_frames
-from cnnjax.data import get_datasets, spec_augment
+from cnnjax.data import get_datasets, random_filter, spec_augment
 from cnnjax.data.device_windows import (DeviceWindows, IndexBatches, resident_spectrograms, resize_matrix,
                                         window_batch, window_image)
 from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
@@ -90,6 +91,31 @@ def test_gain_shifts_the_whole_window_by_at_most_gain_db():
         shifts.append(delta.flat[0])
     assert -6 <= min(shifts) < -4 and 4 < max(shifts) <= 6
     assert abs(np.mean(shifts)) < 0.6  # uniform on [-6, 6]: standard error 0.245
+
+
+def test_filter_gains_every_band_like_the_host():
+    # 21 bands, 3 points (knots at bands 0, 10, 20), no resize: the image's change in dB is
+    # the gain curve. A random crop with and without the filter is the same window (the
+    # filter's key is a fourth one), so the change is the same at every frame.
+    spectrogram = recordings(lengths=(50,), mels=21)[0]
+    image = ImageSettings(crop_frames=WIDTH, image_size=(21, WIDTH))
+    filtered = AugmentSettings(filter_db=6.0, filter_points=3)
+    device_knots, host_knots = [], []
+    for seed in range(300):
+        plain = image_of([spectrogram], 0, seed, image, AugmentSettings())
+        gain = (image_of([spectrogram], 0, seed, image, filtered) - plain)[..., 0] * 40
+        np.testing.assert_allclose(gain - gain[:, :1], 0, atol=1e-3)
+        curve = gain[:, 0]
+        np.testing.assert_allclose(curve, np.interp(np.arange(21), [0, 10, 20],
+                                                    curve[[0, 10, 20]]), atol=1e-3)
+        device_knots.append(curve[[0, 10, 20]])
+        host = random_filter(spectrogram, 6.0, 3, np.random.default_rng(seed)) - spectrogram
+        host_knots.append(host[[0, 10, 20], 0])
+    device_knots, host_knots = np.array(device_knots), np.array(host_knots)
+    assert np.abs(device_knots).max() <= 6.0 + 1e-3
+    for device, host in zip(device_knots.T, host_knots.T):  # the same distribution
+        assert scipy.stats.ks_2samp(device, host).pvalue > 1e-3
+        assert scipy.stats.kstest(device, scipy.stats.uniform(-6, 12).cdf).pvalue > 1e-3
 
 
 def test_spec_augment_masks_bands_like_the_host():

@@ -4,10 +4,11 @@ import csv
 
 import numpy as np
 import pytest
+import scipy.stats
 import soundfile as sf
 
 from cnnjax.audio.synth import synthesize
-from cnnjax.data import get_datasets, mixup, random_affine, spec_augment
+from cnnjax.data import get_datasets, mixup, random_affine, random_filter, spec_augment
 from cnnjax.data.feature_cache import FeatureCache
 from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
                                   spectrogram_image, train_loader)
@@ -68,6 +69,34 @@ def test_spec_augment_masks_bands_with_the_mean():
     assert 0 < rows.sum() <= 10 and 0 < cols.sum() <= 12
     assert np.all(out[masked] == spec.mean())
     assert np.all(masked == (rows[:, None] | cols[None, :]))  # only whole bands and spans
+
+
+def test_random_filter_shifts_each_band_by_straight_lines_between_uniform_gains():
+    # 21 bands, 3 points: knots at bands 0, 10 and 20, so the gain is a straight line on
+    # 0..10 and on 10..20, and its value at a knot is that point's uniform draw.
+    spec = np.random.default_rng(0).uniform(-80, 0, (21, 30)).astype(np.float32)
+    rng = np.random.default_rng(3)
+    knot_gains = []
+    for _ in range(1000):
+        gain = random_filter(spec, 6.0, 3, rng) - spec
+        np.testing.assert_allclose(gain - gain[:, :1], 0, atol=1e-4)  # the same at every frame
+        curve = gain[:, 0]
+        bends = np.abs(np.diff(curve, 2)) > 1e-4
+        assert not bends[np.arange(19) != 9].any()  # second differences vanish off knot 10
+        knot_gains.append(curve[[0, 10, 20]])
+    knot_gains = np.array(knot_gains)
+    assert np.abs(knot_gains).max() <= 6.0
+    for column in knot_gains.T:
+        assert scipy.stats.kstest(column, scipy.stats.uniform(-6, 12).cdf).pvalue > 1e-3
+    # The three gains are drawn independently of one another.
+    assert np.abs(np.corrcoef(knot_gains.T)[np.triu_indices(3, 1)]).max() < 0.1
+
+
+def test_random_filter_off_leaves_the_window_and_the_random_stream_alone():
+    spec = np.zeros((8, 5), np.float32)
+    rng, untouched = np.random.default_rng(1), np.random.default_rng(1)
+    assert random_filter(spec, 0.0, 4, rng) is spec
+    assert rng.random() == untouched.random()
 
 
 def test_mixup_mixes_images_and_labels_with_the_same_weight():

@@ -126,6 +126,10 @@ def _augment(config: ml_collections.ConfigDict) -> None:
     config.augment = ml_collections.ConfigDict()
     config.augment.random_crop = True  # audio: random window per epoch (centre when False)
     config.augment.gain_db = 0.0  # audio: random gain in [-gain_db, gain_db] dB
+    # audio: a random equaliser (another recording chain), each band's gain in dB on straight
+    # lines between filter_points gains drawn in [-filter_db, filter_db] at evenly spaced bands
+    config.augment.filter_db = 0.0  # 0 = off
+    config.augment.filter_points = 4  # 2: a tilt; more: bumps and dips
     config.augment.freq_masks = 0  # audio: SpecAugment's frequency masks per window
     config.augment.freq_mask_width = 16  # their widest, in mel bands
     config.augment.time_masks = 0  # audio: SpecAugment's time masks per window

@@ -20,6 +20,24 @@ def random_gain(spectrogram: np.ndarray, max_db: float, rng: np.random.Generator
     return spectrogram + np.float32(rng.uniform(-max_db, max_db)) if max_db else spectrogram
 
 
+def filter_curve(bands: int, values: np.ndarray) -> np.ndarray:
+    """The dB gain of every band: straight lines between `values`, which sit at evenly spaced
+    bands from the lowest to the highest."""
+    knots = np.linspace(0, bands - 1, len(values))
+    return np.interp(np.arange(bands), knots, values).astype(np.float32)
+
+
+def random_filter(spectrogram: np.ndarray, max_db: float, points: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """A random equaliser on a dB spectrogram (FilterAugment, Nam et al., 2022): each band
+    shifted by `filter_curve` through `points` uniform gains in [-max_db, max_db], the
+    same over time: another microphone or stethoscope's frequency response."""
+    if not max_db:
+        return spectrogram
+    values = rng.uniform(-max_db, max_db, points)
+    return spectrogram + filter_curve(spectrogram.shape[0], values)[:, None]
+
+
 def spec_augment(spectrogram: np.ndarray, rng: np.random.Generator, *, freq_masks: int,
                  freq_width: int, time_masks: int, time_width: int) -> np.ndarray:
     """SpecAugment (Park et al., 2019): `freq_masks` bands of up to `freq_width` mel bins and

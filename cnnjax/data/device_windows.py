@@ -100,6 +100,15 @@ def _masks(window: jax.Array, key: jax.Array, augment: AugmentSettings) -> jax.A
     return jnp.where(masked, fill, window)
 
 
+def _filter(bands: int, key: jax.Array, augment: AugmentSettings) -> jax.Array:
+    """`random_filter`'s `[bands, 1]` dB gains: straight lines between `filter_points`
+    uniform gains in [-filter_db, filter_db] at evenly spaced bands."""
+    values = jax.random.uniform(key, (augment.filter_points,), minval=-augment.filter_db,
+                                maxval=augment.filter_db)
+    knots = jnp.linspace(0, bands - 1, augment.filter_points)
+    return jnp.interp(jnp.arange(bands, dtype=jnp.float32), knots, values)[:, None]
+
+
 def _image(window: jax.Array, image: ImageSettings) -> jax.Array:
     """`spectrogram_image`: resize, dB scaled to ~[-1, 1], channels, normalisation."""
     height, width = image.image_size
@@ -120,11 +129,15 @@ def _image(window: jax.Array, image: ImageSettings) -> jax.Array:
 def window_image(data: ResidentSpectrograms, index: jax.Array, seed: jax.Array,
                  image: ImageSettings, augment: AugmentSettings) -> jax.Array:
     """One example's `[H, W, channels]` input, drawn from its `seed`."""
-    crop_key, gain_key, mask_key = jax.random.split(jax.random.PRNGKey(seed), 3)
+    root = jax.random.PRNGKey(seed)
+    crop_key, gain_key, mask_key = jax.random.split(root, 3)
+    filter_key = jax.random.fold_in(root, 1)  # a fourth key; the other three stay as they were
     window = _window(data, index, crop_key, image.crop_frames, augment.random_crop)
     if augment.gain_db:
         window = window + jax.random.uniform(gain_key, (), minval=-augment.gain_db,
                                              maxval=augment.gain_db)
+    if augment.filter_db:
+        window = window + _filter(window.shape[0], filter_key, augment)
     if augment.freq_masks or augment.time_masks:
         window = _masks(window, mask_key, augment)
     return _image(window, image)

@@ -19,7 +19,8 @@ import jax
 import numpy as np
 
 from cnnjax.audio.features import crop_frames, to_image
-from cnnjax.data.augment import mixup, random_gain, random_window_start, spec_augment
+from cnnjax.data.augment import (mixup, random_filter, random_gain, random_window_start,
+                                 spec_augment)
 from cnnjax.data.contract import Datasets, EvalBatch, TrainBatches
 from cnnjax.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
@@ -41,6 +42,8 @@ class AugmentSettings:
     """Training-time augmentation; zeros switch each one off."""
     random_crop: bool = True
     gain_db: float = 0.0
+    filter_db: float = 0.0
+    filter_points: int = 4
     freq_masks: int = 0
     freq_mask_width: int = 0
     time_masks: int = 0
@@ -108,6 +111,7 @@ class TrainWindow(grain.transforms.RandomMap):
             if a.random_crop else None
         window = crop_frames(spectrogram, self.image.crop_frames, start)
         window = random_gain(window, a.gain_db, rng)
+        window = random_filter(window, a.filter_db, a.filter_points, rng)
         if a.freq_masks or a.time_masks:
             window = spec_augment(window, rng, freq_masks=a.freq_masks,
                                   freq_width=a.freq_mask_width, time_masks=a.time_masks,
