@@ -67,6 +67,8 @@ def validate_config(config: Any) -> None:
     images = config.data.name in IMAGE_SOURCES
     _check_numbers(config, POSITIVE if images else POSITIVE + AUDIO_POSITIVE)
     _check_normalization(config.data.normalization, images)
+    if not images:
+        _check_noise(config.augment.noise_db, config.audio.top_db)
     if images and config.augment.on_device:
         raise ConfigError("config.augment.on_device=True is for spectrograms; images are "
                           "augmented on the host.")
@@ -74,6 +76,13 @@ def validate_config(config: Any) -> None:
     _check_loss(config)
     _check_phases(config)
     _check_best_metric(config)
+
+
+def _check_noise(noise_db: float, top_db: float) -> None:
+    if noise_db and not -top_db < noise_db < 0:
+        raise ConfigError(f"config.augment.noise_db={noise_db!r} is the loudest noise level in "
+                          f"dB of a recording's loudest bin: 0 (off) or between "
+                          f"-config.audio.top_db={-top_db!r} and 0.")
 
 
 def _check_numbers(config: Any, positive: tuple[str, ...]) -> None:

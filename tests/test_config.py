@@ -78,6 +78,8 @@ def test_a_field_the_model_does_not_take_is_named_when_set():
     ("model.name", "resnet19", "config.model.name='resnet19' is not valid; choose one of"),
     ("loss.huber_delta", 0.0, "config.loss.huber_delta=0.0 must be positive"),
     ("augment.filter_points", 0, "config.augment.filter_points=0 must be positive"),
+    ("augment.noise_db", 6.0, "config.augment.noise_db=6.0 is the loudest noise level"),
+    ("augment.noise_db", -90.0, "between -config.audio.top_db=-80.0 and 0"),
     ("loss.label_smoothing", 1.5, "config.loss.label_smoothing=1.5 must lie in [0, 1]"),
     ("loss.class_weights", "1,-2,3", "config.loss.class_weights='1,-2,3' must be 'none', "
                                      "'balanced' or positive"),

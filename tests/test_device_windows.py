@@ -12,7 +12,7 @@ import scipy.ndimage
 import scipy.stats
 
 from cnnjax.audio.features import crop_frames
-from cnnjax.data import get_datasets, random_filter, spec_augment
+from cnnjax.data import get_datasets, random_filter, random_noise, spec_augment
 from cnnjax.data.device_windows import (DeviceWindows, IndexBatches, resident_spectrograms, resize_matrix,
                                         window_batch, window_image)
 from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
@@ -21,7 +21,7 @@ from cnnjax.errors import ConfigError
 from cnnjax.parallel import DataParallel
 from cnnjax.train.resume import check_resumable, config_changes
 from experiments import heartbeat_synthetic
-from test_pipeline import tiny_config  # noqa: F401 (a fixture)
+from test_pipeline import noise_levels_and_cells, tiny_config  # noqa: F401 (a fixture)
 
 NOTHING_RANDOM = AugmentSettings(random_crop=False)
 WIDTH = 30
@@ -34,6 +34,14 @@ def recordings(lengths=(50, 31, 30, 17, 8), mels=20):
 
 def on_device(specs, width=WIDTH):
     return jax.tree.map(jnp.asarray, resident_spectrograms(specs, width))
+
+
+def images_of(specs, index, seeds, image, augment):
+    """The images of one recording under many seeds, as one compiled, vectorised call."""
+    many = jax.jit(jax.vmap(window_image, in_axes=(None, None, 0, None, None)),
+                   static_argnums=(3, 4))
+    return np.asarray(many(on_device(specs, image.crop_frames), jnp.int32(index),
+                           jnp.asarray(seeds, jnp.uint32), image, augment))
 
 
 def image_of(specs, index, seed, image, augment):
@@ -93,6 +101,23 @@ def test_gain_shifts_the_whole_window_by_at_most_gain_db():
     assert abs(np.mean(shifts)) < 0.6  # uniform on [-6, 6]: standard error 0.245
 
 
+def test_noise_is_the_hosts_white_noise_at_a_uniform_level():
+    # Into silence the noise alone comes out; its levels and cells are distributed as the
+    # host's (`random_noise`), a level uniform in [-80, -30] dB and cells Exp(1) about it.
+    silence = np.full((16, WIDTH), -200.0, np.float32)
+    image = ImageSettings(crop_frames=WIDTH, image_size=(16, WIDTH))
+    augment = AugmentSettings(random_crop=False, noise_db=-30.0)
+    device = images_of([silence], 0, range(300), image, augment)[..., 0] * 40 - 40
+    rng = np.random.default_rng(0)
+    host = [random_noise(silence, -30.0, -80.0, rng) for _ in range(300)]
+    (device_levels, device_cells), (host_levels, host_cells) = map(noise_levels_and_cells,
+                                                                  (device, host))
+    assert -80.5 < device_levels.min() and device_levels.max() < -29.5
+    assert scipy.stats.ks_2samp(device_levels, host_levels).pvalue > 1e-3
+    assert scipy.stats.ks_2samp(device_cells, host_cells).pvalue > 1e-3
+    assert scipy.stats.kstest(device_cells, scipy.stats.expon().cdf).pvalue > 1e-3
+
+
 def test_filter_gains_every_band_like_the_host():
     # 21 bands, 3 points (knots at bands 0, 10, 20), no resize: the image's change in dB is
     # the gain curve. A random crop with and without the filter is the same window (the
@@ -100,10 +125,10 @@ def test_filter_gains_every_band_like_the_host():
     spectrogram = recordings(lengths=(50,), mels=21)[0]
     image = ImageSettings(crop_frames=WIDTH, image_size=(21, WIDTH))
     filtered = AugmentSettings(filter_db=6.0, filter_points=3)
+    plain = images_of([spectrogram], 0, range(300), image, AugmentSettings())
+    gains = (images_of([spectrogram], 0, range(300), image, filtered) - plain)[..., 0] * 40
     device_knots, host_knots = [], []
-    for seed in range(300):
-        plain = image_of([spectrogram], 0, seed, image, AugmentSettings())
-        gain = (image_of([spectrogram], 0, seed, image, filtered) - plain)[..., 0] * 40
+    for seed, gain in enumerate(gains):
         np.testing.assert_allclose(gain - gain[:, :1], 0, atol=1e-3)
         curve = gain[:, 0]
         np.testing.assert_allclose(curve, np.interp(np.arange(21), [0, 10, 20],

@@ -8,7 +8,8 @@ import scipy.stats
 import soundfile as sf
 
 from cnnjax.audio.synth import synthesize
-from cnnjax.data import get_datasets, mixup, random_affine, random_filter, spec_augment
+from cnnjax.data import (get_datasets, mixup, random_affine, random_filter, random_noise,
+                         spec_augment)
 from cnnjax.data.feature_cache import FeatureCache
 from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
                                   spectrogram_image, train_loader)
@@ -69,6 +70,40 @@ def test_spec_augment_masks_bands_with_the_mean():
     assert 0 < rows.sum() <= 10 and 0 < cols.sum() <= 12
     assert np.all(out[masked] == spec.mean())
     assert np.all(masked == (rows[:, None] | cols[None, :]))  # only whole bands and spans
+
+
+def noise_levels_and_cells(noisy_windows):
+    """Each window's noise level (dB of its mean power) and its cells' powers over that mean,
+    for noise added to silence: Exp(1) has mean 1, so the mean power is the level."""
+    powers = [10 ** (np.asarray(w, np.float64) / 10) for w in noisy_windows]
+    levels = np.array([10 * np.log10(p.mean()) for p in powers])
+    cells = np.concatenate([(p / p.mean()).ravel()[::7] for p in powers])
+    return levels, cells
+
+
+def test_random_noise_adds_white_noise_power_at_a_uniform_level():
+    # Into silence (-200 dB: no power) the noise alone comes out: levels uniform in
+    # [-80, -30] dB, cells exponential about them (1,024 cells a window: the level is read
+    # to about 0.14 dB).
+    silence = np.full((16, 64), -200.0, np.float32)
+    rng = np.random.default_rng(0)
+    levels, cells = noise_levels_and_cells(random_noise(silence, -30.0, -80.0, rng)
+                                           for _ in range(300))
+    assert -80.5 < levels.min() and levels.max() < -29.5
+    assert scipy.stats.kstest(levels, scipy.stats.uniform(-80, 50).cdf).pvalue > 1e-3
+    assert scipy.stats.kstest(cells, scipy.stats.expon().cdf).pvalue > 1e-3
+    # Power only adds: no cell gets quieter, and a loud one barely moves.
+    spec = np.random.default_rng(1).uniform(-80, 0, (16, 64)).astype(np.float32)
+    noisy = random_noise(spec, -30.0, -80.0, rng)
+    assert np.all(noisy >= spec - 1e-4)
+    assert np.median((noisy - spec)[spec > -5]) < 0.01
+
+
+def test_random_noise_off_leaves_the_window_and_the_random_stream_alone():
+    spec = np.zeros((8, 5), np.float32)
+    rng, untouched = np.random.default_rng(1), np.random.default_rng(1)
+    assert random_noise(spec, 0.0, -80.0, rng) is spec
+    assert rng.random() == untouched.random()
 
 
 def test_random_filter_shifts_each_band_by_straight_lines_between_uniform_gains():

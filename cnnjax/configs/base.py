@@ -125,6 +125,9 @@ def _data(config: ml_collections.ConfigDict) -> None:
 def _augment(config: ml_collections.ConfigDict) -> None:
     config.augment = ml_collections.ConfigDict()
     config.augment.random_crop = True  # audio: random window per epoch (centre when False)
+    # audio: stationary noise added in power at a level drawn between -top_db and noise_db
+    # dB of the recording's loudest bin, e.g. -30 (a noisier room or recording chain)
+    config.augment.noise_db = 0.0  # 0 = off
     config.augment.gain_db = 0.0  # audio: random gain in [-gain_db, gain_db] dB
     # audio: a random equaliser (another recording chain), each band's gain in dB on straight
     # lines between filter_points gains drawn in [-filter_db, filter_db] at evenly spaced bands

@@ -12,7 +12,7 @@ Data sits below training: it imports `cnnjax.audio` and the shared modules, neve
 """
 
 from cnnjax.data.augment import (keras_affine, mixup, random_affine, random_filter, random_gain,
-                                 spec_augment, warp)
+                                 random_noise, spec_augment, warp)
 from cnnjax.data.builders import AudioFolder, PascalHeartbeat
 from cnnjax.data.contract import Datasets, EvalBatch, Split, TrainBatch
 from cnnjax.data.datasets import SOURCES, SpectrogramDatasets, get_datasets, load_recordings
@@ -29,6 +29,6 @@ __all__ = ["AudioFolder", "AugmentSettings", "Datasets", "EvalBatch", "IMAGE_SOU
            "Recording", "SOURCES", "SpectrogramDatasets", "Split", "TrainBatch", "assign_folds",
            "audio_folder_index", "canonical_name", "draw_image", "get_datasets", "group_split",
            "image_folder_index", "keras_affine", "load_images", "load_recordings", "mixup",
-           "pascal_index", "random_affine", "random_filter", "random_gain", "read_image",
-           "read_index", "spec_augment", "split_indices", "stratified_split", "warp",
+           "pascal_index", "random_affine", "random_filter", "random_gain", "random_noise",
+           "read_image", "read_index", "spec_augment", "split_indices", "stratified_split", "warp",
            "write_image_folder"]

@@ -20,6 +20,19 @@ def random_gain(spectrogram: np.ndarray, max_db: float, rng: np.random.Generator
     return spectrogram + np.float32(rng.uniform(-max_db, max_db)) if max_db else spectrogram
 
 
+def random_noise(spectrogram: np.ndarray, loudest_db: float, quietest_db: float,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Stationary noise added to a dB spectrogram in power (a noisy room or recording chain):
+    a level drawn uniformly in [quietest_db, loudest_db] dB of the loudest bin (0 dB), each
+    cell's noise power that level times an Exp(1) draw (white noise's power in one STFT bin).
+    `loudest_db` = 0 is off."""
+    if not loudest_db:
+        return spectrogram
+    level = rng.uniform(quietest_db, loudest_db)
+    noise = 10.0 ** (level / 10) * rng.standard_exponential(spectrogram.shape)
+    return (10 * np.log10(10.0 ** (spectrogram / 10) + noise)).astype(np.float32)
+
+
 def filter_curve(bands: int, values: np.ndarray) -> np.ndarray:
     """The dB gain of every band: straight lines between `values`, which sit at evenly spaced
     bands from the lowest to the highest."""

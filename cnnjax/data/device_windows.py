@@ -100,6 +100,16 @@ def _masks(window: jax.Array, key: jax.Array, augment: AugmentSettings) -> jax.A
     return jnp.where(masked, fill, window)
 
 
+def _noise(window: jax.Array, key: jax.Array, quietest_db: float, loudest_db: float
+           ) -> jax.Array:
+    """`random_noise`: a level uniform in [quietest_db, loudest_db], each cell's noise power
+    that level times an Exp(1) draw, added to the window's power."""
+    level_key, cell_key = jax.random.split(key)
+    level = jax.random.uniform(level_key, (), minval=quietest_db, maxval=loudest_db)
+    noise = 10.0 ** (level / 10) * jax.random.exponential(cell_key, window.shape)
+    return 10 * jnp.log10(10.0 ** (window / 10) + noise)
+
+
 def _filter(bands: int, key: jax.Array, augment: AugmentSettings) -> jax.Array:
     """`random_filter`'s `[bands, 1]` dB gains: straight lines between `filter_points`
     uniform gains in [-filter_db, filter_db] at evenly spaced bands."""
@@ -131,8 +141,11 @@ def window_image(data: ResidentSpectrograms, index: jax.Array, seed: jax.Array,
     """One example's `[H, W, channels]` input, drawn from its `seed`."""
     root = jax.random.PRNGKey(seed)
     crop_key, gain_key, mask_key = jax.random.split(root, 3)
-    filter_key = jax.random.fold_in(root, 1)  # a fourth key; the other three stay as they were
+    # Keys beside the split's three, which stay as they were before these augmentations.
+    noise_key, filter_key = jax.random.fold_in(root, 2), jax.random.fold_in(root, 1)
     window = _window(data, index, crop_key, image.crop_frames, augment.random_crop)
+    if augment.noise_db:
+        window = _noise(window, noise_key, -image.top_db, augment.noise_db)
     if augment.gain_db:
         window = window + jax.random.uniform(gain_key, (), minval=-augment.gain_db,
                                              maxval=augment.gain_db)

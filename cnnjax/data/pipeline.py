@@ -19,8 +19,8 @@ import jax
 import numpy as np
 
 from cnnjax.audio.features import crop_frames, to_image
-from cnnjax.data.augment import (mixup, random_filter, random_gain, random_window_start,
-                                 spec_augment)
+from cnnjax.data.augment import (mixup, random_filter, random_gain, random_noise,
+                                 random_window_start, spec_augment)
 from cnnjax.data.contract import Datasets, EvalBatch, TrainBatches
 from cnnjax.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
@@ -41,6 +41,7 @@ class ImageSettings:
 class AugmentSettings:
     """Training-time augmentation; zeros switch each one off."""
     random_crop: bool = True
+    noise_db: float = 0.0
     gain_db: float = 0.0
     filter_db: float = 0.0
     filter_points: int = 4
@@ -110,6 +111,7 @@ class TrainWindow(grain.transforms.RandomMap):
         start = random_window_start(spectrogram.shape[1], self.image.crop_frames, rng) \
             if a.random_crop else None
         window = crop_frames(spectrogram, self.image.crop_frames, start)
+        window = random_noise(window, a.noise_db, -self.image.top_db, rng)
         window = random_gain(window, a.gain_db, rng)
         window = random_filter(window, a.filter_db, a.filter_points, rng)
         if a.freq_masks or a.time_masks:
