@@ -24,9 +24,14 @@ without b 0.673 (0.846, 0.500; 10 min), without f 0.500 (every recording called 
 12 min); mean over a, b, f 0.595, short of the 0.70 target. With each recording's band
 means removed (`--config.audio.remove_band_means=True`, 2026-11-30, same machine, 9-16 min
 each): without a 0.656, without b 0.659, without f 0.458 (recall abnormal 0.853, normal
-0.063); mean 0.591, no better (the baseline with it: 0.514, 0.480, 0.417). Stratified 5-fold (`--mode=cv`,
-started 2026-11-29 on the same machine, shared with other work; fold 5 finished 2026-11-30,
-resumed from its checkpoint): 0.808 ± 0.019 (folds 0.805, 0.828, 0.805, 0.825, 0.775; the
+0.063); mean 0.591, no better (the baseline with it: 0.514, 0.480, 0.417). Augmentations
+against the recording chain, run on database f first (2026-11-30, same machine, beside other
+runs): a random equaliser (`--config.augment.filter_db=6.0`, 4 points) 0.506 (recall normal
+1/80), stationary noise (`--config.augment.noise_db=-30.0`, the level range set from the
+recordings' upper-band floors, labels unused) 0.485 (0/80); neither moved f, so a and b
+were not run.
+Stratified 5-fold (`--mode=cv`, started 2026-11-29 on the same machine, shared with other
+work; fold 5 finished 2026-11-30, resumed from its checkpoint): 0.808 ± 0.019 (folds 0.805, 0.828, 0.805, 0.825, 0.775; the
 baseline on them 0.726, 0.766, 0.695, 0.771 and 0.705), recall abnormal 0.799, normal 0.817;
 short of the 0.88 target.
 """
