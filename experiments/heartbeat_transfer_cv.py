@@ -74,8 +74,18 @@ recordings, 369 train / 92 validation per fold), mean ± std over the five folds
 - A ResNet-34 from scratch (`--config.model.name=resnet34`, the recipe otherwise the same),
   24 min, 2026-11-30: balanced accuracy 0.592 ± 0.068, macro-F1 0.528 ± 0.046, accuracy
   0.601 ± 0.040; recall extrastole 0.416, murmur 0.789, normal 0.572. No gain from size.
-Short of the targets (balanced accuracy 0.70, macro-F1 0.60, every recall 0.55), and neither
-pretrained backbone beats from-scratch training here.
+- PhysioNet-pretrained with each recording's band means removed in pretraining and here (the
+  backbone of `physionet_pretrain --config.audio.remove_band_means=True`, exported;
+  `--config.audio.remove_band_means=True --config.init.pretrained=<it>`), 29 min beside other
+  runs, 2026-11-30: balanced accuracy 0.635 ± 0.025, macro-F1 0.568 ± 0.027, accuracy
+  0.614 ± 0.050; recall extrastole 0.569, murmur 0.758, normal 0.578. Folds 0.604, 0.650,
+  0.676, 0.622, 0.624 against 0.565, 0.649, 0.634, 0.627, 0.520 from scratch on the same input:
+  the one recipe where pretraining beats scratch training, by 0.036. Not made the default:
+  on PhysioNet itself band-mean removal did not look better, so choosing it now would be
+  choosing on these folds.
+Short of the targets (balanced accuracy 0.70, macro-F1 0.60; every recall 0.55 is met by the
+band-means-pretrained run alone); with the plain input neither pretrained backbone beats
+from-scratch training here.
 """
 
 import ml_collections
