@@ -89,7 +89,7 @@ recordings, 369 train / 92 validation per fold), mean ± std over the five folds
   on PhysioNet itself band-mean removal did not look better, so choosing it now would be
   choosing on these folds.
 Short of the targets (balanced accuracy 0.70, macro-F1 0.60; every recall 0.55 is met by the
-band-means-pretrained run alone); with the plain input neither pretrained backbone beats
+band-means-pretrained run's first seed alone); with the plain input neither pretrained backbone beats
 from-scratch training here.
 """
 
