@@ -83,9 +83,11 @@ recordings, 369 train / 92 validation per fold), mean ± std over the five folds
   Seed 1 (`--config.seed=1`, same backbone, 46 min beside another run): 0.610 ± 0.041,
   macro-F1 0.559, recall 0.524 / 0.726 / 0.578 (folds 0.628, 0.552, 0.665, 0.575, 0.629);
   from scratch on the same input with seed 1: 0.572 ± 0.058, macro-F1 0.514 (folds 0.558,
-  0.610, 0.586, 0.638, 0.468). Over the ten (seed, fold) pairs pretraining is ahead in seven,
-  by 0.037 on average (standard error 0.022, Wilcoxon p = 0.16): the one recipe where
-  pretraining beats scratch training, not yet beyond doubt. Not made the default:
+  0.610, 0.586, 0.638, 0.468). Seed 2 (both side by side, ~26 min): pretrained 0.598 ± 0.048
+  (folds 0.596, 0.677, 0.613, 0.533, 0.573), from scratch 0.613 ± 0.071 (0.530, 0.675, 0.677,
+  0.661, 0.523). Over the fifteen (seed, fold) pairs pretraining is ahead in ten, by 0.020 on
+  average (standard error 0.020, Wilcoxon p = 0.30): level with scratch training or a little
+  ahead, not beyond the folds' noise. Not made the default:
   on PhysioNet itself band-mean removal did not look better, so choosing it now would be
   choosing on these folds.
 Short of the targets (balanced accuracy 0.70, macro-F1 0.60; every recall 0.55 is met by the
