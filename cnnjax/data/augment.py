@@ -3,6 +3,8 @@ it draws from, so a pipeline seeded per record and epoch is exactly repeatable."
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import scipy.ndimage
 
@@ -33,22 +35,25 @@ def random_noise(spectrogram: np.ndarray, loudest_db: float, quietest_db: float,
     return (10 * np.log10(10.0 ** (spectrogram / 10) + noise)).astype(np.float32)
 
 
-def filter_curve(bands: int, values: np.ndarray) -> np.ndarray:
-    """The dB gain of every band: straight lines between `values`, which sit at evenly spaced
-    bands from the lowest to the highest."""
-    knots = np.linspace(0, bands - 1, len(values))
-    return np.interp(np.arange(bands), knots, values).astype(np.float32)
+@functools.lru_cache(maxsize=32)
+def filter_matrix(bands: int, points: int) -> np.ndarray:
+    """`[bands, points]` float32: times `points` gains, the dB gain of every band on straight
+    lines between them, the gains sitting at evenly spaced bands from the lowest to the
+    highest. One rule for the host's numpy and the devices' jnp."""
+    knots = np.linspace(0, bands - 1, points)
+    return np.stack([np.interp(np.arange(bands), knots, unit) for unit in np.eye(points)],
+                    axis=1).astype(np.float32)
 
 
 def random_filter(spectrogram: np.ndarray, max_db: float, points: int,
                   rng: np.random.Generator) -> np.ndarray:
     """A random equaliser on a dB spectrogram (FilterAugment, Nam et al., 2022): each band
-    shifted by `filter_curve` through `points` uniform gains in [-max_db, max_db], the
+    shifted by `filter_matrix` through `points` uniform gains in [-max_db, max_db], the
     same over time: another microphone or stethoscope's frequency response."""
     if not max_db:
         return spectrogram
-    values = rng.uniform(-max_db, max_db, points)
-    return spectrogram + filter_curve(spectrogram.shape[0], values)[:, None]
+    values = rng.uniform(-max_db, max_db, points).astype(np.float32)
+    return spectrogram + (filter_matrix(spectrogram.shape[0], points) @ values)[:, None]
 
 
 def spec_augment(spectrogram: np.ndarray, rng: np.random.Generator, *, freq_masks: int,

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax.data.augment import filter_matrix
 from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
                                   balanced_order)
 from cnnjax.imagenet import IMAGENET_MEAN, IMAGENET_STD
@@ -111,12 +112,12 @@ def _noise(window: jax.Array, key: jax.Array, quietest_db: float, loudest_db: fl
 
 
 def _filter(bands: int, key: jax.Array, augment: AugmentSettings) -> jax.Array:
-    """`random_filter`'s `[bands, 1]` dB gains: straight lines between `filter_points`
-    uniform gains in [-filter_db, filter_db] at evenly spaced bands."""
+    """`random_filter`'s `[bands, 1]` dB gains: `filter_matrix` times `filter_points`
+    uniform gains in [-filter_db, filter_db]."""
     values = jax.random.uniform(key, (augment.filter_points,), minval=-augment.filter_db,
                                 maxval=augment.filter_db)
-    knots = jnp.linspace(0, bands - 1, augment.filter_points)
-    return jnp.interp(jnp.arange(bands, dtype=jnp.float32), knots, values)[:, None]
+    matrix = jnp.asarray(filter_matrix(bands, augment.filter_points))
+    return jnp.matmul(matrix, values, precision="highest")[:, None]
 
 
 def _image(window: jax.Array, image: ImageSettings) -> jax.Array:
