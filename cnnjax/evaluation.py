@@ -10,7 +10,6 @@ from typing import Any
 from cnnjax.errors import DataError
 from cnnjax.logs import logger
 from cnnjax.train.run import final_report, open_checkpoints, setup_run
-from cnnjax.train.validation import evaluate
 
 
 def evaluate_checkpoint(config: Any, workdir: str | Path) -> dict[str, Any]:
@@ -29,5 +28,5 @@ def evaluate_checkpoint(config: Any, workdir: str | Path) -> dict[str, Any]:
                         f"--mode=train --workdir={workdir}.")
     state, _, step = restored
     state = run.parallel.place(state)
-    evaluation = evaluate(state, run.datasets, run.parallel.evaluate_batch, run.task)
+    evaluation = run.evaluate(state)
     return final_report(workdir, run, evaluation, title=f"Validation, checkpoint at step {step}")

@@ -29,7 +29,7 @@ from cnnjax.data.device_windows import DeviceWindows
 from cnnjax.errors import ConfigError
 from cnnjax.train.state import TrainState
 from cnnjax.train.losses import Loss
-from cnnjax.train.steps import eval_step, train_step
+from cnnjax.train.steps import eval_step, norm_stats_step, train_step
 
 PARALLEL_MODES = ("jit", "pmap")
 DATA_AXIS = "data"
@@ -112,6 +112,7 @@ class DataParallel:
     _local: NamedSharding = field(init=False, repr=False)  # pmap: one slice per local device
     _train: Callable[..., Any] = field(init=False, repr=False)
     _eval: Callable[..., Any] = field(init=False, repr=False)
+    _norm_stats: Callable[..., Any] = field(init=False, repr=False)
     _windows: Callable[..., Any] | None = field(init=False, repr=False, default=None)
     _resident: Any = field(init=False, repr=False, default=None)  # placed spectrograms
 
@@ -125,10 +126,13 @@ class DataParallel:
             replicated = NamedSharding(self.mesh, PartitionSpec())
             self._train = jax.jit(step, donate_argnums=0, out_shardings=replicated)
             self._eval = jax.jit(evaluate)
+            self._norm_stats = jax.jit(norm_stats_step, out_shardings=replicated)
         else:
             self._train = jax.pmap(partial(step, axis_name=DATA_AXIS), axis_name=DATA_AXIS,
                                    donate_argnums=0)
             self._eval = jax.pmap(evaluate, axis_name=DATA_AXIS)
+            self._norm_stats = jax.pmap(partial(norm_stats_step, axis_name=DATA_AXIS),
+                                        axis_name=DATA_AXIS)
         if self.device_windows is not None:
             self._resident = self.place(self.device_windows.resident)
             self._windows = (jax.jit(self.device_windows, out_shardings=NamedSharding(
@@ -205,6 +209,15 @@ class DataParallel:
         if jax.process_count() > 1:
             return multihost_utils.process_allgather(out, tiled=True)
         return jax.device_get(out)
+
+
+    def norm_statistics(self, state: TrainState, global_batch: Batch) -> Any:
+        """`norm_stats_step` on a whole global batch (every process holds the same one): the
+        batch's BatchNorm statistics, as numpy, on every process."""
+        stats = self._norm_stats(state, self.put_batch(_process_share(global_batch)))
+        if self.mode == "pmap":  # the same global statistics on every device
+            stats = jax.tree.map(lambda x: x[0], stats)
+        return jax.device_get(stats)
 
 
 def _process_share(global_batch: Batch) -> Batch:

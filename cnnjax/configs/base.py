@@ -21,6 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_epochs = 10  # > 0
     config.batch_size = 16  # > 0; global: split over every device of every process
     config.eval_batch_size = 64  # > 0; global, as batch_size
+    config.adapt_batch_norm = False  # evaluate with BatchNorm statistics re-estimated on the
+    #                                  validation inputs, labels unused (AdaBN): a new domain
     config.parallel = "jit"  # 'jit' (sharded over a device mesh) | 'pmap' (replicated per device)
     config.dtype = "float32"  # | 'bfloat16': convolutions and matmuls; parameters stay float32
     config.grad_accum_steps = 1  # > 0; >1: the batch runs as this many micro-batches, one update

@@ -146,6 +146,9 @@ def _tap_selection(size: tuple[int, int], window: tuple[int, int], strides: tupl
     return select
 
 
+NORM_MOMENTUM = 0.9  # torch's momentum 0.1 in flax terms: new = 0.9 * old + 0.1 * batch
+
+
 class TorchBatchNorm(nn.Module):
     """BatchNorm that keeps its running statistics exactly as torch.nn.BatchNorm2d does.
 
@@ -212,7 +215,7 @@ def torch_batch_norm(train: bool, *, name: str | None = None, axis_name: str | N
     Under `jit` with a sharded batch, the batch statistics are global (axis_name=None);
     under `pmap`, `axis_name` averages them over the devices.
     """
-    return TorchBatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon,
+    return TorchBatchNorm(use_running_average=not train, momentum=NORM_MOMENTUM, epsilon=epsilon,
                           axis_name=axis_name, scale_init=scale_init, bias_init=bias_init,
                           name=name)
 

@@ -32,7 +32,6 @@ from cnnjax.train.run import Run, final_report, is_chief, open_checkpoints, setu
 from cnnjax.train.state import TrainState
 from cnnjax.train.tasks import Evaluation
 from cnnjax.train.tracking import Progress, RunningMetrics, StepLog
-from cnnjax.train.validation import evaluate
 from cnnjax.train.warm_start import initial_state
 
 METRICS_FILE = "metrics.jsonl"
@@ -102,7 +101,7 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
         checkpoints.wait()
         checkpoints.close()
     if evaluation is None:  # everything was done already: evaluate the restored state
-        evaluation = evaluate(state, run.datasets, run.parallel.evaluate_batch, run.task)
+        evaluation = run.evaluate(state)
     report = final_report(workdir, run, evaluation,
                           title=f"Validation after {config.num_epochs} epochs")
     if is_chief():
@@ -212,7 +211,7 @@ def end_epoch(launch: Launch, state: TrainState, progress: Progress, step: int,
     run, epoch, bar = launch.run, progress.epoch, launch.bar
     task, num_epochs = run.task, launch.config.num_epochs
     bar.set_description(f"epoch {epoch}/{num_epochs} evaluating")
-    evaluation = evaluate(state, run.datasets, run.parallel.evaluate_batch, run.task)
+    evaluation = run.evaluate(state)
     bar.set_description(f"epoch {epoch}/{num_epochs}", refresh=False)
     record = {
         "epoch": epoch, "step": step,

@@ -15,11 +15,13 @@ from cnnjax.checkpoint import Checkpoints
 from cnnjax.config import validate_config
 from cnnjax.data.datasets import Datasets, get_datasets
 from cnnjax.parallel import DataParallel, check_batch_sizes
+from cnnjax.train.adapt_norm import adapted_to_validation
 from cnnjax.train.losses import Loss
 from cnnjax.train.recipe import PhaseSetup, make_loss, phase_setups
 from cnnjax.train.resume import check_classes, check_resumable, config_changes
 from cnnjax.train.state import TrainState, create_train_state
 from cnnjax.train.tasks import Evaluation, Task, task_for
+from cnnjax.train.validation import evaluate
 
 
 def is_chief() -> bool:
@@ -35,6 +37,8 @@ class Run:
     loss: Loss
     parallel: DataParallel
     phases: tuple[PhaseSetup, ...]
+    eval_batch_size: int
+    adapt_batch_norm: bool = False  # evaluate with statistics of the validation inputs
 
     @property
     def task(self) -> Task:
@@ -43,6 +47,14 @@ class Run:
     @property
     def num_outputs(self) -> int:
         return self.task.num_outputs(len(self.datasets.class_names))
+
+    def evaluate(self, state: TrainState) -> Evaluation:
+        """`state` (placed) on the validation set; with `adapt_batch_norm` its BatchNorm
+        statistics re-estimated on the validation inputs first (`cnnjax.train.adapt_norm`)."""
+        if self.adapt_batch_norm:
+            state = adapted_to_validation(state, self.datasets, self.parallel,
+                                          self.eval_batch_size)
+        return evaluate(state, self.datasets, self.parallel.evaluate_batch, self.task)
 
 
 def setup_run(config: Any, saved: dict[str, Any] | None = None) -> tuple[Run, TrainState]:
@@ -64,7 +76,8 @@ def setup_run(config: Any, saved: dict[str, Any] | None = None) -> tuple[Run, Tr
                           datasets.steps_per_epoch, norm_axis_name=parallel.norm_axis_name)
     state = create_train_state(phases[0].model, phases[0].tx, datasets.input_shape,
                                jax.random.PRNGKey(config.seed))
-    return Run(datasets, loss, parallel, phases), state
+    return Run(datasets, loss, parallel, phases, config.eval_batch_size,
+               config.adapt_batch_norm), state
 
 
 def _datasets_one_process_first(config: Any) -> Datasets:

@@ -20,10 +20,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cnnjax.models.layers import NORM_MOMENTUM
 from cnnjax.train.losses import Loss
 from cnnjax.train.state import TrainState
 
-__all__ = ["Batch", "Metrics", "eval_step", "jit_eval_step", "jit_train_step", "train_step"]
+__all__ = ["Batch", "Metrics", "eval_step", "jit_eval_step", "jit_train_step", "norm_stats_step",
+           "train_step"]
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -118,6 +120,21 @@ def eval_step(state: TrainState, batch: Batch, loss: Loss = Loss()) -> Metrics:
     if loss.target_key in batch:
         out["loss"] = loss.per_example(logits, batch[loss.target_key])
     return out
+
+
+def norm_stats_step(state: TrainState, batch: Batch, axis_name: str | None = None) -> Any:
+    """Every BatchNorm layer's statistics of `batch["image"]` in a train-mode pass (dropout
+    on, as in training): its mean and unbiased variance, shaped like `state.batch_stats`.
+    A layer kept in eval mode (a model's `frozen_norms`) gives back its running statistics.
+    The pass updates running averages by `NORM_MOMENTUM`; the batch's own statistics are
+    read back from that update. Under `pmap` they are those of the global batch."""
+    rng = jax.random.fold_in(state.rng, state.step)
+    if axis_name is not None:
+        rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    _, updates = state.apply_fn(state.variables, batch["image"], train=True,
+                                mutable=["batch_stats"], rngs={"dropout": rng})
+    return jax.tree.map(lambda new, old: (new - NORM_MOMENTUM * old) / (1 - NORM_MOMENTUM),
+                        updates["batch_stats"], state.batch_stats)
 
 
 jit_train_step = jax.jit(train_step, donate_argnums=0,
