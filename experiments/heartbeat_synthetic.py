@@ -25,6 +25,12 @@ GFLOP/s against 305 the day before): 164 s wall (`done in 154.0 s`), the same ac
 Where it went: ~87 s in the 130 train steps (0.65-0.68 s each, `python -m benchmarks.run
 --sizes 128 --only resnet18`), ~15 s evaluating, the rest start-up, the data build, the
 log-mels (numba's first compile included) and the first compiles; still over 120 s.
+Again on 2026-11-30 at 14:30 (same machine, the current code, the same command, every cache
+empty; `python -m benchmarks.run --sizes 128 --only resnet18 --torch` just before: 389 ms a
+train step, 0.96x PyTorch's): 102 s wall (`done in 98.1 s`), the same accuracy (0.989,
+0.981, 0.987); 5 s to the first step, epochs of 6.5-7.4 s (13 steps and the evaluation of
+90 recordings, ~1.3 s), 11.4 s for the first (its compiles); with warm caches 90 s.
+Under 120 s when the machine runs at its own pace; over it at the slow hours above.
 The last measurement before (2026-11-23, 2-core AMD EPYC) took 2 min 33 s, accuracy 0.989.
 """
 
