@@ -42,6 +42,7 @@ from cnnjax.logs import logger
 from cnnjax.models.registry import get_model
 from cnnjax.parallel import DataParallel
 from cnnjax.progress import progress_bar
+from cnnjax.train.adapt_norm import adapted
 from cnnjax.train.losses import Loss
 from cnnjax.train.state import inference_state
 from cnnjax.train.tasks import Task, task_for
@@ -106,12 +107,17 @@ def read_spectrograms(paths: Sequence[str], config: Any
 
 
 def window_outputs(model: Any, variables: dict[str, Any], images: np.ndarray,
-                   batch_size: int, task: Task, parallel_mode: str = "jit") -> np.ndarray:
+                   batch_size: int, task: Task, parallel_mode: str = "jit",
+                   adapt_batch_norm: bool = False) -> np.ndarray:
     """`task.window_outputs` (softmax probabilities, hinge scores or values) of the
     eval-mode model over `images`, in batches of `batch_size` (the last one zero-padded, so
-    one shape is compiled), through the eval step training compiles (`config.parallel`)."""
+    one shape is compiled), through the eval step training compiles (`config.parallel`).
+    `adapt_batch_norm`: BatchNorm statistics re-estimated on `images` first
+    (`cnnjax.train.adapt_norm`)."""
     parallel = DataParallel(parallel_mode, task.loss)
     state = parallel.place(inference_state(model, variables))
+    if adapt_batch_norm:
+        state = adapted(state, [images], parallel, batch_size)
     results = []
     with progress_bar(len(images), "predicting", "window") as bar:
         for first in range(0, len(images), batch_size):
@@ -194,7 +200,8 @@ def predict(config: Any, workdir: str | Path, inputs: str | Sequence[str],
             for path, error in zip(paths, errors)]
     if images:
         outputs = window_outputs(model, variables, np.stack(images), config.eval_batch_size,
-                                 task, config.parallel)
+                                 task, config.parallel,
+                                 config.get("adapt_batch_norm", False))  # older runs lack it
         owner = np.asarray(owner)
         for i in np.unique(owner):
             mean = outputs[owner == i].mean(axis=0)

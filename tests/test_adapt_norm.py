@@ -16,7 +16,8 @@ from cnnjax.data import get_datasets
 from cnnjax.evaluation import evaluate_checkpoint
 from cnnjax.parallel import DataParallel
 from cnnjax.pretrained import load_torchvision
-from cnnjax.train.adapt_norm import adapted_to_validation, average_statistics, validation_windows
+from cnnjax.train.adapt_norm import (adapted, average_statistics, shuffled_batches,
+                                     validation_windows)
 from cnnjax.train.loop import train_and_evaluate
 from cnnjax.train.state import inference_state
 from cnnjax.train.steps import norm_stats_step
@@ -29,10 +30,10 @@ def test_statistics_match_torch_update_bn():
     torch_model = torchvision_resnet("resnet18", seed=4)
     rng = np.random.default_rng(3)
     batches = [rng.normal(1.0, 2.0, size=(4, 40, 56, 3)).astype(np.float32) for _ in range(3)]
-    adapted = copy.deepcopy(torch_model)
+    torch_adapted = copy.deepcopy(torch_model)
     torch.optim.swa_utils.update_bn(
-        [torch.from_numpy(b.transpose(0, 3, 1, 2).copy()) for b in batches], adapted)
-    expected = load_torchvision(adapted.state_dict(), "resnet18")["batch_stats"]
+        [torch.from_numpy(b.transpose(0, 3, 1, 2).copy()) for b in batches], torch_adapted)
+    expected = load_torchvision(torch_adapted.state_dict(), "resnet18")["batch_stats"]
 
     trained = load_torchvision(torch_model.state_dict(), "resnet18")
     state = inference_state(models.resnet18(), trained)
@@ -56,14 +57,14 @@ def test_every_validation_window_once_in_shuffled_batches(tiny_config):
     datasets = get_datasets(tiny_config)
     real = _real_windows(datasets)
     assert len(real) % 5 and len(real) > 5 * 8  # a short last batch, more than one run of 8
-    batches = list(validation_windows(datasets, batch_size=5))
+    batches = list(shuffled_batches(validation_windows(datasets), batch_size=5))
     assert [len(b) for b in batches] == [5] * (len(real) // 5) + [len(real) % 5]
     windows = np.concatenate(batches)
     assert _rows_sorted(windows) == _rows_sorted(real)
     assert not np.array_equal(windows, real)  # shuffled
     # On four devices a short batch is cut to a multiple of four, here to nothing.
     assert len(real) % 4
-    four = list(validation_windows(datasets, batch_size=4, multiple=4))
+    four = list(shuffled_batches(validation_windows(datasets), batch_size=4, multiple=4))
     assert [len(b) for b in four] == [4] * (len(real) // 4)
 
 
@@ -73,14 +74,15 @@ def test_first_norm_mean_is_the_mean_of_its_input_over_every_window(tiny_config)
     state = inference_state(model, model.init(jax.random.PRNGKey(0),
                                               np.zeros((1, *datasets.input_shape)), train=False))
     parallel = DataParallel("jit")
-    adapted = adapted_to_validation(parallel.place(state), datasets, parallel, batch_size=4)
+    adapted_state = adapted(parallel.place(state), validation_windows(datasets), parallel,
+                            batch_size=4)
     conv1 = jax.lax.conv_general_dilated(
         _real_windows(datasets), state.params["conv1"]["kernel"], (2, 2), ((3, 3), (3, 3)),
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_allclose(adapted.batch_stats["bn1"]["mean"],
+    np.testing.assert_allclose(adapted_state.batch_stats["bn1"]["mean"],
                                np.asarray(conv1, np.float64).mean((0, 1, 2)), rtol=1e-5,
                                atol=1e-6)
-    assert not np.allclose(adapted.batch_stats["layer4_1"]["bn2"]["var"], 1.0)  # every layer
+    assert not np.allclose(adapted_state.batch_stats["layer4_1"]["bn2"]["var"], 1.0)  # every layer
 
 
 def _probabilities(workdir) -> np.ndarray:

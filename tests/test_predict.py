@@ -85,17 +85,21 @@ def log_mel_of_file(path) -> np.ndarray:
     return librosa.power_to_db(mel, ref=np.max, top_db=80.0).astype(np.float32)
 
 
-def eval_forward(workdir, step, images=None, spectrograms=None) -> np.ndarray:
-    """Softmax of the restored checkpoint in eval mode, on `images`, or on the windows that
-    evaluation's own pipeline cuts from each of `spectrograms`, averaged per recording."""
+def restored(workdir, step):
+    """The run's model and the variables of its checkpoint at `step`."""
     config = json.loads((workdir / "config.json").read_text())
     model = get_model(config["model"], num_classes=len(CLASSES))
     state = create_train_state(model, optax.identity(), (32, 32, 1), jax.random.PRNGKey(9))
-    state = state.replace(**read_variables(workdir / "checkpoints" / str(step),
-                                           state.variables))
+    return model, read_variables(workdir / "checkpoints" / str(step), state.variables)
+
+
+def eval_forward(workdir, step, images=None, spectrograms=None) -> np.ndarray:
+    """Softmax of the restored checkpoint in eval mode, on `images`, or on the windows that
+    evaluation's own pipeline cuts from each of `spectrograms`, averaged per recording."""
+    model, variables = restored(workdir, step)
 
     def softmax(images):
-        logits = model.apply(state.variables, images, train=False)
+        logits = model.apply(variables, images, train=False)
         return np.asarray(jax.nn.softmax(logits.astype(np.float32), axis=-1))
 
     if images is not None:
@@ -179,6 +183,37 @@ def test_all_windows_average_the_softmax_over_the_whole_recording(run, tmp_path)
     np.testing.assert_allclose(got, expected.mean(axis=0), atol=1e-5)
     assert row["predicted"] == CLASSES[int(expected.mean(axis=0).argmax())]
     assert not np.allclose(expected[0], expected[-1], atol=1e-4)  # the windows do differ
+
+
+def test_predict_adapts_batch_norm_to_the_recordings_it_is_given(run):
+    workdir, data_dir = run
+    (set_b,) = data_dir.glob("synthetic_heartbeat-*/set_b")
+    files = sorted(str(p) for p in set_b.glob("*.wav"))
+    config = saved_config(workdir)
+    config.eval_batch_size = 512  # every window in one batch: its statistics are the estimate
+    predict(config, workdir, files, windows="all")
+    as_trained = np.array([[float(row[name]) for name in CLASSES]
+                           for row in read_predictions(workdir)])
+    config.adapt_batch_norm = True
+    predict(config, workdir, files, windows="all")
+    got = np.array([[float(row[name]) for name in CLASSES] for row in read_predictions(workdir)])
+
+    source = SpectrogramSource([log_mel_of_file(f) for f in files], np.zeros(len(files), np.int32))
+    batches = list(eval_batches(source, IMAGE, batch_size=8, windows="all"))
+    images = np.concatenate([b["image"][b["mask"]] for b in batches])
+    records = np.concatenate([b["record"][b["mask"]] for b in batches])
+    assert len(images) <= 512
+    model, variables = restored(workdir, best_step(workdir))
+    # A train-mode pass from zero running statistics leaves 0.1 x the batch's own.
+    zeros = jax.tree.map(np.zeros_like, variables["batch_stats"])
+    _, updates = model.apply({**variables, "batch_stats": zeros}, images, train=True,
+                             mutable=["batch_stats"])
+    adapted = {**variables, "batch_stats": jax.tree.map(lambda x: x / 0.1,
+                                                        updates["batch_stats"])}
+    probabilities = np.asarray(jax.nn.softmax(model.apply(adapted, images, train=False)))
+    expected = np.stack([probabilities[records == r].mean(axis=0) for r in range(len(files))])
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+    assert np.abs(got - as_trained).max() > 1e-3
 
 
 def test_window_starts_cover_the_recording():

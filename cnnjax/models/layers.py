@@ -146,7 +146,9 @@ def _tap_selection(size: tuple[int, int], window: tuple[int, int], strides: tupl
     return select
 
 
-NORM_MOMENTUM = 0.9  # torch's momentum 0.1 in flax terms: new = 0.9 * old + 0.1 * batch
+# Where a train-mode pass leaves each BatchNorm layer's batch mean and unbiased variance, when
+# the caller makes this collection mutable (test-time adaptation reads them there).
+NORM_STATS = "norm_stats"
 
 
 class TorchBatchNorm(nn.Module):
@@ -198,6 +200,9 @@ class TorchBatchNorm(nn.Module):
                 unbiased = var * (count / jnp.maximum(count - 1, 1))
                 ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
                 ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+                for name, value in (("mean", mean), ("var", unbiased)):
+                    self.sow(NORM_STATS, name, value, init_fn=lambda: None,
+                             reduce_fn=lambda _, latest: latest)
 
         dtype = self.dtype or jnp.promote_types(x.dtype, self.param_dtype)
         mul = jax.lax.rsqrt(var + self.epsilon) * scale
@@ -215,7 +220,7 @@ def torch_batch_norm(train: bool, *, name: str | None = None, axis_name: str | N
     Under `jit` with a sharded batch, the batch statistics are global (axis_name=None);
     under `pmap`, `axis_name` averages them over the devices.
     """
-    return TorchBatchNorm(use_running_average=not train, momentum=NORM_MOMENTUM, epsilon=epsilon,
+    return TorchBatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon,
                           axis_name=axis_name, scale_init=scale_init, bias_init=bias_init,
                           name=name)
 

@@ -15,7 +15,7 @@ from cnnjax.checkpoint import Checkpoints
 from cnnjax.config import validate_config
 from cnnjax.data.datasets import Datasets, get_datasets
 from cnnjax.parallel import DataParallel, check_batch_sizes
-from cnnjax.train.adapt_norm import adapted_to_validation
+from cnnjax.train.adapt_norm import adapted, validation_windows
 from cnnjax.train.losses import Loss
 from cnnjax.train.recipe import PhaseSetup, make_loss, phase_setups
 from cnnjax.train.resume import check_classes, check_resumable, config_changes
@@ -52,8 +52,8 @@ class Run:
         """`state` (placed) on the validation set; with `adapt_batch_norm` its BatchNorm
         statistics re-estimated on the validation inputs first (`cnnjax.train.adapt_norm`)."""
         if self.adapt_batch_norm:
-            state = adapted_to_validation(state, self.datasets, self.parallel,
-                                          self.eval_batch_size)
+            state = adapted(state, validation_windows(self.datasets), self.parallel,
+                            self.eval_batch_size)
         return evaluate(state, self.datasets, self.parallel.evaluate_batch, self.task)
 
 

@@ -19,8 +19,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from flax import traverse_util
 
-from cnnjax.models.layers import NORM_MOMENTUM
+from cnnjax.models.layers import NORM_STATS
 from cnnjax.train.losses import Loss
 from cnnjax.train.state import TrainState
 
@@ -126,15 +127,16 @@ def norm_stats_step(state: TrainState, batch: Batch, axis_name: str | None = Non
     """Every BatchNorm layer's statistics of `batch["image"]` in a train-mode pass (dropout
     on, as in training): its mean and unbiased variance, shaped like `state.batch_stats`.
     A layer kept in eval mode (a model's `frozen_norms`) gives back its running statistics.
-    The pass updates running averages by `NORM_MOMENTUM`; the batch's own statistics are
-    read back from that update. Under `pmap` they are those of the global batch."""
+    Under `pmap` they are those of the global batch."""
     rng = jax.random.fold_in(state.rng, state.step)
     if axis_name is not None:
         rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-    _, updates = state.apply_fn(state.variables, batch["image"], train=True,
-                                mutable=["batch_stats"], rngs={"dropout": rng})
-    return jax.tree.map(lambda new, old: (new - NORM_MOMENTUM * old) / (1 - NORM_MOMENTUM),
-                        updates["batch_stats"], state.batch_stats)
+    _, collections = state.apply_fn(state.variables, batch["image"], train=True,
+                                    mutable=["batch_stats", NORM_STATS], rngs={"dropout": rng})
+    seen = traverse_util.flatten_dict(dict(collections.get(NORM_STATS, {})))
+    running = traverse_util.flatten_dict(dict(state.batch_stats))
+    return traverse_util.unflatten_dict({key: seen.get(key, value)
+                                         for key, value in running.items()})
 
 
 jit_train_step = jax.jit(train_step, donate_argnums=0,
