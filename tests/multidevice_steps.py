@@ -1,8 +1,9 @@
 """Run by test_parallel.py in a subprocess with two host devices: three train steps of a small
 BatchNorm CNN on the same global batches, on one device, under jit over a 2-device mesh and
 under pmap. Prints JSON: each way's losses and accuracies, its final parameters and
-BatchNorm statistics (flattened), what the jit state and batch were placed on, and the
-training images `config.augment.on_device` builds from one batch of indices and seeds."""
+BatchNorm statistics (flattened), those statistics re-estimated on other inputs
+(`config.adapt_batch_norm`), what the jit state and batch were placed on, and the training
+images `config.augment.on_device` builds from one batch of indices and seeds."""
 
 import json
 import sys
@@ -15,9 +16,13 @@ from cnnjax.data.device_windows import DeviceWindows, resident_spectrograms
 from cnnjax.data.pipeline import AugmentSettings, ImageSettings
 from cnnjax.models import SimpleCNN
 from cnnjax.parallel import DataParallel
+from cnnjax.train.adapt_norm import adapted, average_statistics, shuffled_batches
 from cnnjax.train.state import create_train_state
 from cnnjax.train.losses import Loss
-from cnnjax.train.steps import jit_train_step
+from cnnjax.train.steps import jit_train_step, norm_stats_step
+
+# Inputs to adapt to: 20 windows in batches of 8, 8 and 4.
+ADAPT_TO = np.random.default_rng(2).normal(1.0, 2.0, size=(20, 12, 12, 1)).astype(np.float32)
 
 
 def batches(count: int = 3, size: int = 8) -> list[dict[str, np.ndarray]]:
@@ -40,6 +45,9 @@ def run(mode: str, loss: Loss) -> dict:
             state, metrics = jit_train_step(state, batch, loss=loss)
             losses.append(float(metrics["loss"]))
             accuracies.append(float(metrics["accuracy"]))
+        step = jax.jit(norm_stats_step)
+        adapted_stats = average_statistics(shuffled_batches([ADAPT_TO], 8, multiple=2),
+                                           lambda images: step(state, {"image": images}))
     else:
         parallel = DataParallel(mode, loss)
         state = parallel.place(state)
@@ -50,9 +58,10 @@ def run(mode: str, loss: Loss) -> dict:
             state, metrics = parallel.train_step(state, device_batch)
             losses.append(float(metrics["loss"]))
             accuracies.append(float(metrics["accuracy"]))
+        adapted_stats = parallel.saveable(adapted(state, [ADAPT_TO], parallel, 8)).batch_stats
         state = parallel.saveable(state)
     return {"losses": losses, "accuracies": accuracies, "params": flat(state.params),
-            "batch_stats": flat(state.batch_stats), **placed}
+            "batch_stats": flat(state.batch_stats), "adapted": flat(adapted_stats), **placed}
 
 
 def device_windows(mode: str) -> list[float]:

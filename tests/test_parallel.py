@@ -52,6 +52,10 @@ def test_jit_mesh_and_pmap_match_one_device_on_the_same_global_batches(tmp_path)
         np.testing.assert_allclose(run["params"], single["params"], atol=1e-6, err_msg=mode)
         np.testing.assert_allclose(run["batch_stats"], single["batch_stats"], atol=1e-6,
                                    err_msg=mode)
+        # Adapted statistics are the global batches' too (and not the trained ones).
+        np.testing.assert_allclose(run["adapted"], single["adapted"], rtol=1e-5, atol=1e-6,
+                                   err_msg=mode)
+        assert not np.allclose(run["adapted"], run["batch_stats"], atol=1e-2), mode
         # Windows built on the devices depend on each example's seed alone, not its device.
         np.testing.assert_allclose(run["windows"], single["windows"], atol=1e-6, err_msg=mode)
 
