@@ -90,6 +90,16 @@ recordings, 369 train / 92 validation per fold), mean ± std over the five folds
   ahead, not beyond the folds' noise. Not made the default:
   on PhysioNet itself band-mean removal did not look better, so choosing it now would be
   choosing on these folds.
+- Those six band-means runs re-evaluated without training (2026-11-30, same machine): the
+  three seeds of each averaged (`python -m cnnjax.ensemble`): pretrained 0.615 ± 0.031,
+  from scratch 0.635 ± 0.059. Each fold's last checkpoint with BatchNorm statistics
+  re-estimated on its validation fold (`--mode=eval --config.data.fold=<i>
+  --config.adapt_batch_norm=True --config.checkpoint.best_metric=` with the run's own
+  overrides, in each `fold_<i>`): pretrained 0.630 ± 0.039, 0.616 ± 0.026, 0.597 ± 0.075
+  (macro-F1 0.583, 0.573, 0.547); from scratch 0.607 ± 0.045, 0.586 ± 0.044, 0.612 ± 0.064
+  (0.568, 0.554, 0.554); pretraining ahead in 9 of 15 pairs by 0.012 (SE 0.014, p = 0.28).
+  Macro-F1 up in all six (normal recall up, extrastole recall down to 0.39-0.55), balanced
+  accuracy level: the folds share the training folds' stethoscopes.
 Short of the targets (balanced accuracy 0.70, macro-F1 0.60; every recall 0.55 is met by the
 band-means-pretrained run's first seed alone); with the plain input neither pretrained backbone beats
 from-scratch training here.
