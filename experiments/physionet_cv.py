@@ -30,6 +30,15 @@ runs): a random equaliser (`--config.augment.filter_db=6.0`, 4 points) 0.506 (re
 1/80), stationary noise (`--config.augment.noise_db=-30.0`, the level range set from the
 recordings' upper-band floors, labels unused) 0.485 (0/80); neither moved f, so a and b
 were not run.
+Evaluated with BatchNorm statistics re-estimated on the left-out database
+(`--config.adapt_batch_norm=True`, labels unused; 2026-11-30, same machine, 14-31 min each
+beside other work; training identical to the plain runs): without a 0.623 (recall abnormal
+0.332, normal 0.915), without b 0.644 (0.750, 0.539), without f 0.582 (0.588, 0.575; without
+it every f recording was called abnormal); mean over a, b, f 0.616, short of 0.70. With band
+means removed as well (the band-means runs' last checkpoints, `--mode=eval
+--config.adapt_batch_norm=True --config.checkpoint.best_metric=`): 0.665, 0.671, 0.420,
+mean 0.585. The stratified folds' last checkpoints evaluated so: 0.803 ± 0.019 (0.808
+without), as expected where the validation recordings come from the training databases.
 Stratified 5-fold (`--mode=cv`, started 2026-11-29 on the same machine, shared with other
 work; fold 5 finished 2026-11-30, resumed from its checkpoint): 0.808 ± 0.019 (folds 0.805, 0.828, 0.805, 0.825, 0.775; the
 baseline on them 0.726, 0.766, 0.695, 0.771 and 0.705), recall abnormal 0.799, normal 0.817;
