@@ -210,13 +210,14 @@ class DataParallel:
             return multihost_utils.process_allgather(out, tiled=True)
         return jax.device_get(out)
 
-
     def norm_statistics(self, state: TrainState, global_batch: Batch) -> Any:
         """`norm_stats_step` on a whole global batch (every process holds the same one): the
-        batch's BatchNorm statistics, as numpy, on every process."""
+        batch's BatchNorm statistics, as numpy, on every process. Under pmap a model built
+        with `norm_axis_name` gives every device the global statistics; one built without
+        gives each its share's, and their mean is taken (equal shares)."""
         stats = self._norm_stats(state, self.put_batch(_process_share(global_batch)))
-        if self.mode == "pmap":  # the same global statistics on every device
-            stats = jax.tree.map(lambda x: x[0], stats)
+        if self.mode == "pmap":
+            stats = jax.tree.map(lambda x: x.mean(0), stats)
         return jax.device_get(stats)
 
 
