@@ -32,7 +32,7 @@ recordings' upper-band floors, labels unused) 0.485 (0/80); neither moved f, so 
 were not run.
 Evaluated with BatchNorm statistics re-estimated on the left-out database
 (`--config.adapt_batch_norm=True`, labels unused; 2026-11-30, same machine, 14-31 min each
-beside other work; training identical to the plain runs): without a 0.623 (recall abnormal
+beside other work; the plain recipe and seed otherwise): without a 0.623 (recall abnormal
 0.332, normal 0.915), without b 0.644 (0.750, 0.539), without f 0.582 (0.588, 0.575; without
 it every f recording was called abnormal); mean over a, b, f 0.616, short of 0.70. With band
 means removed as well (the band-means runs' last checkpoints, `--mode=eval
