@@ -32,6 +32,7 @@ from cnnjax import report as reporting
 from cnnjax.audio.io import AudioError, read_audio
 from cnnjax.checkpoint import Checkpoints
 from cnnjax.config import validate_config
+from cnnjax.configs import base
 from cnnjax.data.builders import recording_flags, to_int16
 from cnnjax.data.datasets import (Recordings, feature_workers, image_settings, mel_settings,
                                   model_inputs, spectrograms)
@@ -52,12 +53,26 @@ PREDICTIONS_FILE = "predictions.csv"
 
 
 def saved_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    """The config a run was trained with (its `config.json`)."""
+    """The config a run was trained with (its `config.json`). A field it lacks (added to
+    cnnjax after it was written) holds the base config's default, the behaviour of the code
+    that wrote it, as resumption reads it (`cnnjax.train.resume.config_changes`)."""
     path = Path(workdir) / "config.json"
     if not path.is_file():
         raise DataError(f"{path} does not exist: train a run in {workdir} first, or name "
                         f"its experiment with --config.")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    return ml_collections.ConfigDict(_with_defaults(json.loads(path.read_text()),
+                                                    base.get_config().to_dict()))
+
+
+def _with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`saved` with every field it lacks taken from `defaults`, at every depth."""
+    merged = dict(saved)
+    for key, default in defaults.items():
+        if key not in merged:
+            merged[key] = default
+        elif isinstance(default, dict) and isinstance(merged[key], dict):
+            merged[key] = _with_defaults(merged[key], default)
+    return merged
 
 
 def input_files(inputs: str | Sequence[str]) -> list[str]:
@@ -200,8 +215,7 @@ def predict(config: Any, workdir: str | Path, inputs: str | Sequence[str],
             for path, error in zip(paths, errors)]
     if images:
         outputs = window_outputs(model, variables, np.stack(images), config.eval_batch_size,
-                                 task, config.parallel,
-                                 config.get("adapt_batch_norm", False))  # older runs lack it
+                                 task, config.parallel, config.adapt_batch_norm)
         owner = np.asarray(owner)
         for i in np.unique(owner):
             mean = outputs[owner == i].mean(axis=0)

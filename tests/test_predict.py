@@ -18,6 +18,7 @@ import soundfile as sf
 
 from cnnjax.audio.synth import synthesize
 from cnnjax.checkpoint import read_variables
+from cnnjax.configs import base
 from cnnjax.data.pipeline import (ImageSettings, SpectrogramSource, eval_batches,
                                   spectrogram_image, window_starts)
 from cnnjax.errors import DataError
@@ -104,12 +105,21 @@ def eval_forward(workdir, step, images=None, spectrograms=None) -> np.ndarray:
 
     if images is not None:
         return softmax(images)
+    images, records = evaluation_windows(spectrograms)
+    return per_recording(softmax(images), records)
+
+
+def evaluation_windows(spectrograms) -> tuple[np.ndarray, np.ndarray]:
+    """Every window evaluation's own pipeline cuts from `spectrograms`, and its recording."""
     source = SpectrogramSource(spectrograms, np.zeros(len(spectrograms), np.int32))
     batches = list(eval_batches(source, IMAGE, batch_size=8, windows="all"))
-    probabilities = softmax(np.concatenate([b["image"][b["mask"]] for b in batches]))
-    records = np.concatenate([b["record"][b["mask"]] for b in batches])
-    return np.stack([probabilities[records == r].mean(axis=0)
-                     for r in range(len(spectrograms))])
+    return (np.concatenate([b["image"][b["mask"]] for b in batches]),
+            np.concatenate([b["record"][b["mask"]] for b in batches]))
+
+
+def per_recording(window_probabilities: np.ndarray, records: np.ndarray) -> np.ndarray:
+    return np.stack([window_probabilities[records == r].mean(axis=0)
+                     for r in range(records.max() + 1)])
 
 
 def read_predictions(workdir) -> list[dict[str, str]]:
@@ -198,10 +208,7 @@ def test_predict_adapts_batch_norm_to_the_recordings_it_is_given(run):
     predict(config, workdir, files, windows="all")
     got = np.array([[float(row[name]) for name in CLASSES] for row in read_predictions(workdir)])
 
-    source = SpectrogramSource([log_mel_of_file(f) for f in files], np.zeros(len(files), np.int32))
-    batches = list(eval_batches(source, IMAGE, batch_size=8, windows="all"))
-    images = np.concatenate([b["image"][b["mask"]] for b in batches])
-    records = np.concatenate([b["record"][b["mask"]] for b in batches])
+    images, records = evaluation_windows([log_mel_of_file(f) for f in files])
     assert len(images) <= 512
     model, variables = restored(workdir, best_step(workdir))
     # A train-mode pass from zero running statistics leaves 0.1 x the batch's own.
@@ -211,9 +218,20 @@ def test_predict_adapts_batch_norm_to_the_recordings_it_is_given(run):
     adapted = {**variables, "batch_stats": jax.tree.map(lambda x: x / 0.1,
                                                         updates["batch_stats"])}
     probabilities = np.asarray(jax.nn.softmax(model.apply(adapted, images, train=False)))
-    expected = np.stack([probabilities[records == r].mean(axis=0) for r in range(len(files))])
+    expected = per_recording(probabilities, records)
     np.testing.assert_allclose(got, expected, atol=2e-5)
     assert np.abs(got - as_trained).max() > 1e-3
+
+
+def test_a_saved_config_lacking_newer_fields_reads_their_defaults(tmp_path):
+    written = base.get_config().to_dict()
+    written["num_epochs"] = 3
+    del written["adapt_batch_norm"], written["augment"]["noise_db"]
+    (tmp_path / "config.json").write_text(json.dumps(written))
+    config = saved_config(tmp_path)
+    assert config.num_epochs == 3  # saved values win
+    assert config.adapt_batch_norm is False and config.augment.noise_db == 0.0
+    assert config.augment.gain_db == written["augment"]["gain_db"]
 
 
 def test_window_starts_cover_the_recording():
