@@ -94,7 +94,9 @@ def _data(config: ml_collections.ConfigDict) -> None:
     config.data.workers = 0  # grain worker processes for the training pipeline; 0 = in process
     config.data.sampling = "shuffle"  # each epoch every training example once, shuffled |
     #   'balanced': as many examples, every class equally often (rare ones repeat); instead of
-    #   class weights or logit adjustment, not with them
+    #   class weights or logit adjustment, not with them | 'by_group': every batch from one
+    #   group (source database, device), so BatchNorm trains on one source's statistics at a
+    #   time, as `adapt_batch_norm` evaluates on a new one
     config.data.feature_workers = 0  # audio: threads computing uncached log-mels; 0 = one per core
     config.data.synthetic = ml_collections.ConfigDict()  # the synthetic heart sounds
     # (class, how many recordings) pairs

@@ -200,7 +200,7 @@ class SpectrogramDatasets(EpochBatches):
     workers: int = 0
     eval_windows: str = "all"  # 'all': average over windows covering a recording; 'centre'
     augment_on_device: bool = False  # training windows cut and augmented by `device_windows`
-    sampling: str = "shuffle"  # | 'balanced': every class as often in an epoch
+    sampling: str = "shuffle"  # | 'balanced': every class as often | 'by_group': one group a batch
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -217,7 +217,7 @@ class SpectrogramDatasets(EpochBatches):
         if self.augment_on_device:
             return IndexBatches(self.train, self.batch_size, self.seed, epoch, state,
                                 jax.process_index(), jax.process_count(),
-                                balanced=self.sampling == "balanced")
+                                sampling=self.sampling)
         return super().train_batches(epoch, state)
 
     def _train_loader(self, epoch: int) -> Any:
@@ -283,9 +283,15 @@ def get_datasets(config: Any) -> Datasets:
     labels, targets = recordings.labels, recordings.targets
     train_idx, val_idx = split_recordings(data, recordings, data.fold)
 
+    groups = np.asarray(recordings.groups, str)
+    if data.sampling == "by_group" and len(np.unique(groups[train_idx])) < 2:
+        raise ConfigError("config.data.sampling='by_group' draws each batch from one group, "
+                          "and the training recordings have a single group; give the "
+                          "recordings a group (audio_folder: the CSV's group column).")
+
     def source(indices: np.ndarray) -> SpectrogramSource:
         return SpectrogramSource([specs[i] for i in indices], labels[indices],
-                                 None if targets is None else targets[indices])
+                                 None if targets is None else targets[indices], groups[indices])
 
     augment = AugmentSettings(**{f.name: config.augment[f.name]
                                  for f in dataclasses.fields(AugmentSettings)})

@@ -25,7 +25,7 @@ import numpy as np
 
 from cnnjax.data.augment import filter_matrix
 from cnnjax.data.pipeline import (AugmentSettings, ImageSettings, SpectrogramSource,
-                                  balanced_order)
+                                  balanced_order, group_batch_order)
 from cnnjax.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -183,21 +183,25 @@ class IndexBatches:
     """One epoch of `{'index', 'label', 'seed'}` batches for `DeviceWindows`, resumable
     mid-epoch (`TrainBatches`).
 
-    The epoch's order (a permutation, or `balanced_order` when `balanced`) and every
-    example's seed come from one generator seeded by (`seed`, `epoch`), drawn for the whole
-    epoch at once: handing over a batch is two numpy slices, so the host keeps up with an
-    accelerator (grain's per-record transforms cost ~200 us an example here;
-    benchmarks/NOTES.md). As on the host path, process p of P takes
-    rows [p * b, (p + 1) * b) of every global batch of P * b, so several hosts see exactly
-    one host's batches, and the remainder is dropped.
+    The epoch's order (a permutation, `balanced_order` or `group_batch_order`, as `sampling`
+    says) and every example's seed come from one generator seeded by (`seed`, `epoch`), drawn
+    for the whole epoch at once: handing over a batch is two numpy slices, so the host keeps
+    up with an accelerator (grain's per-record transforms cost ~200 us an example here;
+    benchmarks/NOTES.md). As on the host path, process p of P takes rows [p * b, (p + 1) * b)
+    of every global batch of P * b, so several hosts see exactly one host's batches, and the
+    remainder is dropped.
     """
 
     def __init__(self, source: SpectrogramSource, batch_size: int, seed: int, epoch: int,
                  state: bytes | None = None, process_index: int = 0, process_count: int = 1,
-                 balanced: bool = False):
+                 sampling: str = "shuffle"):
         rng = np.random.default_rng([seed, epoch])
-        self.order = (balanced_order(source.labels, rng) if balanced
-                      else rng.permutation(len(source)).astype(np.int32))
+        if sampling == "balanced":
+            self.order = balanced_order(source.labels, rng)
+        elif sampling == "by_group":
+            self.order = group_batch_order(source.groups, batch_size, rng)
+        else:
+            self.order = rng.permutation(len(source)).astype(np.int32)
         self.seeds = rng.integers(0, 2**32, size=len(source), dtype=np.uint32)
         self.labels, self.digest, self.epoch = source.labels, source.digest, epoch
         self.global_batch, self.share = batch_size, batch_size // process_count

@@ -160,6 +160,9 @@ def get_image_datasets(config: Any, root: Path) -> ImageDatasets:
     """Loads the image source `config.data.name` (data directory `root`), splits it as
     `config.data` says (stratified hold-out, or fold k of n) and prepares the pipelines."""
     data = config.data
+    if data.sampling == "by_group":
+        raise ConfigError("config.data.sampling='by_group' is for recordings with groups; "
+                          "images have none.")
     if data.channels != 3:
         raise ConfigError(f"config.data.channels={data.channels}: images are read as RGB; "
                           f"set it (and config.model.in_channels) to 3.")

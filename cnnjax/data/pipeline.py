@@ -54,12 +54,14 @@ class AugmentSettings:
 
 class SpectrogramSource(grain.sources.RandomAccessDataSource):
     """Random access to `{'spectrogram', 'label'}` records held in memory, with a float32
-    `target` each when the recordings carry one (regression)."""
+    `target` each when the recordings carry one (regression). `groups` (each recording's
+    source: patient, database) only steer `sampling='by_group'`."""
 
     def __init__(self, spectrograms: Sequence[np.ndarray], labels: np.ndarray,
-                 targets: np.ndarray | None = None):
+                 targets: np.ndarray | None = None, groups: Sequence[str] | None = None):
         self.spectrograms, self.labels = list(spectrograms), np.asarray(labels, np.int32)
         self.targets = None if targets is None else np.asarray(targets, np.float32)
+        self.groups = None if groups is None else np.asarray(groups, str)
         digest = hashlib.sha256(self.labels.tobytes())
         if self.targets is not None:
             digest.update(self.targets.tobytes())
@@ -134,7 +136,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-SAMPLINGS = ("shuffle", "balanced")
+SAMPLINGS = ("shuffle", "balanced", "by_group")
 
 
 def balanced_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -149,20 +151,43 @@ def balanced_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return rng.permutation(np.concatenate(picks)).astype(np.int32)
 
 
-class BalancedSampler:
-    """grain's `IndexSampler` for one epoch of `balanced_order`: the same record keys for the
-    same labels and seed, and each position's generator seeded as grain seeds it."""
+def group_batch_order(groups: np.ndarray, global_batch: int, rng: np.random.Generator
+                      ) -> np.ndarray:
+    """One epoch of `len(groups) // global_batch` global batches, each drawn from one group,
+    so that BatchNorm normalises every training batch with a single source's statistics, as
+    test-time adaptation (`config.adapt_batch_norm`) does on a new source.
 
-    def __init__(self, labels: np.ndarray, seed: int):
-        self.seed, self.labels = seed, np.asarray(labels, np.int32)
-        self.order = balanced_order(self.labels, np.random.default_rng(seed))
+    A group gets batches in proportion to its size (largest remainders first); its records
+    come shuffled, repeating only when the group is smaller than its batches, and a group too
+    small for a share of one batch gets none that epoch. Batches in random order."""
+    names, group_of = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(group_of, minlength=len(names))
+    batches = len(groups) // global_batch
+    shares = sizes / len(groups) * batches
+    counts = np.floor(shares).astype(int)
+    counts[np.argsort(counts - shares, kind="stable")[:batches - counts.sum()]] += 1
+    runs = []
+    for group, count in enumerate(counts):
+        members = np.flatnonzero(group_of == group)
+        laps = -(-count * global_batch // len(members))
+        picks = np.concatenate([rng.permutation(members) for _ in range(laps)] or [members[:0]])
+        runs.extend(picks[:count * global_batch].reshape(count, global_batch))
+    order = [runs[i] for i in rng.permutation(len(runs))]
+    return np.concatenate(order or [np.zeros(0, int)]).astype(np.int32)
+
+
+def _digest(values: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()[:16]
+
+
+class DrawnOrderSampler:
+    """grain's `IndexSampler` for one epoch of record keys drawn up front (`self.order`), each
+    position's generator seeded as grain seeds it."""
+    seed: int
+    order: np.ndarray
 
     def __len__(self) -> int:
         return len(self.order)
-
-    def __repr__(self) -> str:
-        digest = hashlib.sha256(self.labels.tobytes()).hexdigest()[:16]
-        return f"BalancedSampler(records={len(self)}, seed={self.seed}, labels={digest})"
 
     def __getitem__(self, index: int) -> grain.RecordMetadata:
         return grain.RecordMetadata(
@@ -170,11 +195,40 @@ class BalancedSampler:
             rng=np.random.Generator(np.random.Philox(key=self.seed + index)))
 
 
-def epoch_order(labels: np.ndarray, seed: int, sampling: str = "shuffle") -> Any:
+class BalancedSampler(DrawnOrderSampler):
+    """One epoch of `balanced_order`: the same record keys for the same labels and seed."""
+
+    def __init__(self, labels: np.ndarray, seed: int):
+        self.seed, self.labels = seed, np.asarray(labels, np.int32)
+        self.order = balanced_order(self.labels, np.random.default_rng(seed))
+
+    def __repr__(self) -> str:
+        return (f"BalancedSampler(records={len(self)}, seed={self.seed}, "
+                f"labels={_digest(self.labels)})")
+
+
+class GroupBatchSampler(DrawnOrderSampler):
+    """One epoch of `group_batch_order`: the same record keys for the same groups, global
+    batch size and seed."""
+
+    def __init__(self, groups: np.ndarray, global_batch: int, seed: int):
+        self.seed, self.groups, self.global_batch = seed, np.asarray(groups, str), global_batch
+        self.order = group_batch_order(self.groups, global_batch, np.random.default_rng(seed))
+
+    def __repr__(self) -> str:
+        return (f"GroupBatchSampler(records={len(self)}, global_batch={self.global_batch}, "
+                f"seed={self.seed}, groups={_digest(self.groups)})")
+
+
+def epoch_order(labels: np.ndarray, seed: int, sampling: str = "shuffle",
+                groups: np.ndarray | None = None, global_batch: int = 1) -> Any:
     """One epoch's record keys and per-record generators as a grain sampler: every record
-    once, shuffled (grain's `IndexSampler`), or `BalancedSampler`'s draw by class."""
+    once, shuffled (grain's `IndexSampler`), `BalancedSampler`'s draw by class, or
+    `GroupBatchSampler`'s global batches of one of `groups` each."""
     if sampling == "balanced":
         return BalancedSampler(labels, seed)
+    if sampling == "by_group":
+        return GroupBatchSampler(groups, global_batch, seed)
     return grain.samplers.IndexSampler(len(labels), shuffle=True, num_epochs=1, seed=seed)
 
 
@@ -219,7 +273,9 @@ def epoch_loader(source: Any, transform: Any, mixup_alpha: float, *, batch_size:
     (`epoch_order`).
     `batch_size` is global; with several processes each one reads its share of every batch
     (`ProcessShareSampler`)."""
-    sampler = ProcessShareSampler(epoch_order(source.labels, epoch_seed(seed, epoch), sampling),
+    order = epoch_order(source.labels, epoch_seed(seed, epoch), sampling,
+                        getattr(source, "groups", None), batch_size)
+    sampler = ProcessShareSampler(order,
                                   len(source.labels), batch_size, jax.process_index(),
                                   jax.process_count())
     operations: list[Any] = [transform,
