@@ -180,6 +180,9 @@ def test_image_configs_are_checked_before_any_data(tmp_path):
     config.model.in_channels = 1
     with pytest.raises(ConfigError, match="channels=1: images are read as RGB"):
         get_datasets(config)
+    config = image_config(tmp_path, tmp_path, sampling="by_group")
+    with pytest.raises(ConfigError, match="images have none"):
+        get_datasets(config)
 
 
 def test_synthetic_images_are_written_once_and_identically(tmp_path):
