@@ -275,8 +275,7 @@ def epoch_loader(source: Any, transform: Any, mixup_alpha: float, *, batch_size:
     (`ProcessShareSampler`)."""
     order = epoch_order(source.labels, epoch_seed(seed, epoch), sampling,
                         getattr(source, "groups", None), batch_size)
-    sampler = ProcessShareSampler(order,
-                                  len(source.labels), batch_size, jax.process_index(),
+    sampler = ProcessShareSampler(order, len(source.labels), batch_size, jax.process_index(),
                                   jax.process_count())
     operations: list[Any] = [transform,
                              grain.transforms.Batch(sampler.share, drop_remainder=True)]
