@@ -43,7 +43,8 @@ Trained on batches of one database each and evaluated adapted
 (`--config.data.sampling=by_group --config.adapt_batch_norm=True`, 2026-12-07, 2-core Intel
 Xeon, the three runs side by side, 24-36 min each): without a 0.623 (recall abnormal 0.384,
 normal 0.863), without b 0.620 (0.913, 0.326), without f 0.503 (0.794, 0.213); mean 0.582,
-below mixed batches' 0.616.
+below mixed batches' 0.616. Seed 1 on f (`--config.seed=1`, 2026-12-08, both side by side):
+mixed batches 0.525, by_group 0.485.
 Stratified 5-fold (`--mode=cv`, started 2026-11-29 on the same machine, shared with other
 work; fold 5 finished 2026-11-30, resumed from its checkpoint): 0.808 ± 0.019 (folds 0.805, 0.828, 0.805, 0.825, 0.775; the
 baseline on them 0.726, 0.766, 0.695, 0.771 and 0.705), recall abnormal 0.799, normal 0.817;
