@@ -160,20 +160,21 @@ def group_batch_order(groups: np.ndarray, global_batch: int, rng: np.random.Gene
     A group gets batches in proportion to its size (largest remainders first); its records
     come shuffled, repeating only when the group is smaller than its batches, and a group too
     small for a share of one batch gets none that epoch. Batches in random order."""
-    names, group_of = np.unique(groups, return_inverse=True)
-    sizes = np.bincount(group_of, minlength=len(names))
+    _, group_of = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(group_of)
     batches = len(groups) // global_batch
     shares = sizes / len(groups) * batches
     counts = np.floor(shares).astype(int)
     counts[np.argsort(counts - shares, kind="stable")[:batches - counts.sum()]] += 1
     runs = []
     for group, count in enumerate(counts):
-        members = np.flatnonzero(group_of == group)
-        laps = -(-count * global_batch // len(members))
-        picks = np.concatenate([rng.permutation(members) for _ in range(laps)] or [members[:0]])
-        runs.extend(picks[:count * global_batch].reshape(count, global_batch))
-    order = [runs[i] for i in rng.permutation(len(runs))]
-    return np.concatenate(order or [np.zeros(0, int)]).astype(np.int32)
+        if count:
+            members = np.flatnonzero(group_of == group)
+            laps = -(-count * global_batch // len(members))
+            runs.extend(np.concatenate([rng.permutation(members) for _ in range(laps)])
+                        [:count * global_batch].reshape(count, global_batch))
+    runs = np.reshape(runs, (-1, global_batch))
+    return runs[rng.permutation(len(runs))].ravel().astype(np.int32)
 
 
 def _digest(values: np.ndarray) -> str:
@@ -266,15 +267,14 @@ class ProcessShareSampler:
 
 
 def epoch_loader(source: Any, transform: Any, mixup_alpha: float, *, batch_size: int,
-                 seed: int, epoch: int, workers: int = 0, sampling: str = "shuffle"
-                 ) -> grain.DataLoader:
+                 seed: int, epoch: int, workers: int = 0, sampling: str = "shuffle",
+                 groups: np.ndarray | None = None) -> grain.DataLoader:
     """One epoch of full batches, each record through `transform` (a grain random map:
     augmentation), then mixup when `mixup_alpha` > 0, in the `sampling` order
-    (`epoch_order`).
+    (`epoch_order`; 'by_group' draws by the records' `groups`).
     `batch_size` is global; with several processes each one reads its share of every batch
     (`ProcessShareSampler`)."""
-    order = epoch_order(source.labels, epoch_seed(seed, epoch), sampling,
-                        getattr(source, "groups", None), batch_size)
+    order = epoch_order(source.labels, epoch_seed(seed, epoch), sampling, groups, batch_size)
     sampler = ProcessShareSampler(order, len(source.labels), batch_size, jax.process_index(),
                                   jax.process_count())
     operations: list[Any] = [transform,
@@ -292,7 +292,7 @@ def train_loader(source: SpectrogramSource, image: ImageSettings, augment: Augme
     windows."""
     return epoch_loader(source, TrainWindow(image, augment), augment.mixup_alpha,
                         batch_size=batch_size, seed=seed, epoch=epoch, workers=workers,
-                        sampling=sampling)
+                        sampling=sampling, groups=source.groups)
 
 
 EVAL_WINDOWS = ("centre", "all")
